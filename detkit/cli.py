@@ -1,10 +1,30 @@
-"""The ``detkit`` command line (click). Each subcommand lives in its own function below."""
+"""The ``detkit`` command line (click). Heavy imports happen inside the commands, so
+``detkit --help`` answers at once."""
 
 from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
 
 import click
 
 from detkit import __version__
+
+
+def user_errors(command):
+    """A ValueError (a user's mistake, with a message saying what and where) becomes a
+    one-line error and exit status 2, not a traceback."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except ValueError as error:
+            raise click.UsageError(str(error)) from None
+
+    return run
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -16,9 +36,176 @@ def main() -> None:
     configs, with swappable backbones, necks and post-processing (NMS, Soft-NMS,
     Adaptive-NMS, DIoU-NMS), and evaluates them with COCO mAP identical to pycocotools.
 
+    Datasets can be COCO json, YOLO txt or Pascal VOC xml; `detkit data` converts between
+    them, shows them and makes a synthetic one.
+
     Run `detkit COMMAND --help` for the options of a command.
     """
 
 
+# ------------------------------------------------------------------------------ data
+
+DATASET_HELP = (
+    "DATASET is a COCO json (or a folder with annotations.json), a YOLO data YAML (or an "
+    "images/<split> folder), or a VOC folder; the format is told from the path."
+)
+
+
+def _open(dataset: str, split: str | None, names: str | None):
+    from detkit.data import open_dataset
+
+    class_names = None
+    if names:
+        class_names = [n.strip() for n in Path(names).read_text().splitlines() if n.strip()] if Path(
+            names).is_file() else [n.strip() for n in names.split(",")]
+    return open_dataset(dataset, split=split, names=class_names)
+
+
+_split = click.option("--split", help="The split to read (YOLO YAML key, VOC ImageSets list, COCO instances_<split>).")
+_names = click.option(
+    "--names", help="YOLO folders without a YAML: the class names, comma-separated or a file with one per line."
+)
+
+
+@main.group()
+def data() -> None:
+    """Datasets: make a synthetic one, convert, inspect, draw."""
+
+
+@data.command("synth")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write (created).")
+@click.option("--images", default=1000, show_default=True, help="Number of images.")
+@click.option("--seed", default=0, show_default=True, help="Random seed: the same seed writes the same dataset.")
+@click.option("--size", default=256, show_default=True, help="Image side in pixels.")
+@click.option("--crowded", is_flag=True, help="Crowds of heavily overlapping objects of one class (for NMS studies).")
+@click.option("--workers", default=1, show_default=True, help="Processes generating images.")
+@user_errors
+def data_synth(out, images, seed, size, crowded, workers):
+    """Write a synthetic COCO dataset of shapes on textured backgrounds.
+
+    Objects of five shape classes in all of COCO's size ranges, partly occluding each
+    other, annotated by their visible extent; OUT/annotations.json and OUT/images/.
+    """
+    from detkit.data.synthetic import generate
+
+    path = generate(out, images, seed, size=size, crowded=crowded, workers=workers, progress=True)
+    click.echo(f"wrote {path} ({images} images)")
+
+
+@data.command("convert")
+@click.argument("dataset")
+@click.option("--to", "to", required=True, type=click.Choice(["coco", "yolo", "voc"]), help="The format to write.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write.")
+@_split
+@_names
+@click.option("--images", default="copy", show_default=True, type=click.Choice(["copy", "link", "none"]),
+              help="Copy the images, link them (symbolic links), or write annotations only.")
+@user_errors
+def data_convert(dataset, to, out, split, names, images):
+    """Convert DATASET to another format (COCO json, YOLO txt, VOC xml).
+
+    \b
+    DATASET is a COCO json (or a folder with annotations.json), a YOLO data YAML (or an
+    images/<split> folder), or a VOC folder; the format is told from the path.
+    """
+    from detkit.data import convert
+
+    index = _open(dataset, split, names)
+    path = convert(index, to, out, split=split or "train", images=images)
+    click.echo(f"wrote {path}: {len(index.records)} images, {sum(len(r.boxes) for r in index.records)} annotations")
+    if index.issues:
+        click.echo(index.issues.summary(), err=True)
+
+
+@data.command("stats")
+@click.argument("dataset")
+@_split
+@_names
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the numbers as json.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Also write a PNG histogram of object sizes.")
+@user_errors
+def data_stats(dataset, split, names, json_out, plot):
+    """Images, objects per class and object sizes (against COCO's small/medium/large) of DATASET.
+
+    \b
+    DATASET is a COCO json (or a folder with annotations.json), a YOLO data YAML (or an
+    images/<split> folder), or a VOC folder; the format is told from the path.
+    """
+    from detkit.data.stats import dataset_stats, format_stats, plot_sizes
+
+    stats = dataset_stats(_open(dataset, split, names))
+    click.echo(format_stats(stats))
+    if json_out:
+        Path(json_out).write_text(json.dumps({k: v for k, v in stats.items() if k != "side_px"}, indent=2))
+    if plot:
+        click.echo(f"wrote {plot_sizes(stats, plot)}")
+
+
+@data.command("show")
+@click.argument("dataset")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the drawn images.")
+@_split
+@_names
+@click.option("--max-images", default=16, show_default=True, help="How many images to draw (the first ones).")
+@user_errors
+def data_show(dataset, out, split, names, max_images):
+    """Draw the ground truth of DATASET on its images.
+
+    \b
+    DATASET is a COCO json (or a folder with annotations.json), a YOLO data YAML (or an
+    images/<split> folder), or a VOC folder; the format is told from the path.
+    """
+    from detkit.data import read_image
+    from detkit.visualize import draw_boxes, save_image
+
+    index = _open(dataset, split, names)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for record in index.records[:max_images]:
+        try:
+            image = read_image(record.path)
+        except (OSError, SyntaxError, ValueError) as error:
+            click.echo(f"skipped {record.path}: {error}", err=True)
+            continue
+        drawn = draw_boxes(image, record.boxes, record.labels, index.class_names, crowd=record.iscrowd)
+        save_image(drawn, out / (Path(record.file_name).stem + ".jpg"))
+        written += 1
+    click.echo(f"drew {written} images in {out}")
+
+
+# ------------------------------------------------------------------------------ eval
+
+
+@main.command("eval")
+@click.option("--gt", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Ground truth: a COCO instances json.")
+@click.option("--predictions", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Detections: a COCO results json ([{image_id, category_id, bbox, score}]).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False),
+              help="Also write AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl and per-class AP.")
+@click.option("--plots", type=click.Path(file_okay=False), help="Also write PR curves (pr_curves.png) here.")
+@click.option("--backend", default="auto", show_default=True,
+              type=click.Choice(["auto", "pycocotools", "faster-coco-eval"]),
+              help="Who computes: the same numbers; faster-coco-eval is faster on large files.")
+@user_errors
+def eval_(gt, predictions, json_out, plots, backend):
+    """COCO bbox evaluation of a results file: the 12 standard numbers and per-class AP."""
+    from detkit.data.coco import load_coco
+    from detkit.evaluation import evaluate, load_results, plot_pr_curves, write_json
+
+    index = load_coco(gt, images=False)
+    evaluation = evaluate(index, load_results(predictions, index.coco), backend=backend)
+    click.echo(evaluation.table())
+    width = max(len(n) for n in evaluation.per_class)
+    click.echo("\n per-class AP@[.5:.95]:")
+    for name, ap in evaluation.per_class.items():
+        click.echo(f"  {name:<{width}}  {ap:.3f}" if ap > -1 else f"  {name:<{width}}  -")
+    if json_out:
+        click.echo(f"wrote {write_json(evaluation, json_out)}")
+    if plots:
+        click.echo(f"wrote {plot_pr_curves(evaluation, Path(plots) / 'pr_curves.png')}")
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
