@@ -32,7 +32,7 @@ def mask_extent(mask, value):
 
 PIPELINES = {
     "train flip+scale+crop": lambda: train_transforms(hflip=0.5, scale=(0.5, 1.5), crop=1.0, color=1.0),
-    "train random crop": lambda: train_transforms(hflip=0.5, scale=None, crop_size=(100, 120), min_visibility=0.0),
+    "train random crop": lambda: train_transforms(hflip=0.5, scale=None, crop_size=(100, 120), min_visibility=0.05),
     "train letterbox": lambda: train_transforms(hflip=0.5, scale=(0.7, 1.3), letterbox=224),
     "eval resize": lambda: eval_transforms(resize=(200, 333)),
     "eval size": lambda: eval_transforms(size=(160, 256)),
@@ -44,6 +44,7 @@ PIPELINES = {
 def test_boxes_follow_their_objects(name):
     transforms = PIPELINES[name]()
     for seed in range(15):
+        transforms.compose.set_random_seed(seed)  # reproducible draws
         image, mask, boxes, labels, crowd = scene(seed)
         out = transforms.compose(image=image, mask=mask, bboxes=boxes, labels=labels, iscrowd=crowd)
         assert out["image"].shape[:2] == out["mask"].shape[:2]
@@ -59,6 +60,7 @@ def test_random_crop_clips_boxes_and_drops_the_barely_visible():
     transforms = train_transforms(hflip=0.0, scale=None, color=0.0, crop_size=(90, 110), min_visibility=0.3)
     checked = 0
     for seed in range(30):
+        transforms.compose.set_random_seed(seed)
         image, mask, boxes, labels, crowd = scene(seed)
         out = transforms.compose(image=image, mask=mask, bboxes=boxes, labels=labels, iscrowd=crowd)
         kept = set(np.asarray(out["labels"]).tolist())

@@ -1,0 +1,78 @@
+"""Anchors: boxes of a few sizes and aspect ratios at every cell of every feature map.
+
+An ``AnchorGenerator`` holds, per level, ``len(sizes) * len(ratios)`` base anchors centred on
+the origin, ratio-major (for each aspect ratio h/w, every size), rounded to whole pixels,
+and shifts them to every cell of its feature map: anchor a of cell (y, x) is at index
+``(y * W + x) * A + a``. This is torchvision's AnchorGenerator, arithmetic and order, so
+its trained RPN weights line up with detkit's anchors.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+def octave_sizes(base: float, octaves: int = 3) -> tuple[float, ...]:
+    """``base * 2**(i / octaves)`` for i < octaves: RetinaNet's 3 scales per level (32, 40.3, 50.8)."""
+    return tuple(base * 2 ** (i / octaves) for i in range(octaves))
+
+
+class AnchorGenerator(nn.Module):
+    """Args:
+        sizes: per level, the anchor sizes (sqrt of the area, in input pixels).
+        aspect_ratios: per level (or one list for all levels), the ratios h / w.
+
+    Example: Ren et al.'s single-level RPN has ``sizes=[(128, 256, 512)]`` and
+    ``aspect_ratios=[(0.5, 1.0, 2.0)]``: 9 anchors per cell.
+    """
+
+    def __init__(self, sizes: Sequence[Sequence[float]], aspect_ratios: Sequence[Sequence[float]] | Sequence[float]):
+        super().__init__()
+        if aspect_ratios and not isinstance(aspect_ratios[0], (list, tuple)):
+            aspect_ratios = [aspect_ratios] * len(sizes)
+        if len(aspect_ratios) != len(sizes):
+            raise ValueError(f"anchors: {len(sizes)} levels of sizes but {len(aspect_ratios)} of aspect_ratios")
+        self.sizes = [tuple(float(s) for s in level) for level in sizes]
+        self.aspect_ratios = [tuple(float(r) for r in level) for level in aspect_ratios]
+        self.cell_anchors = [self.base_anchors(s, r) for s, r in zip(self.sizes, self.aspect_ratios)]
+
+    @staticmethod
+    def base_anchors(sizes: Sequence[float], ratios: Sequence[float]) -> Tensor:
+        """Tensor[len(ratios) * len(sizes), 4]: xyxy anchors centred on (0, 0), rounded."""
+        scales = torch.as_tensor(sizes, dtype=torch.float32)
+        ratios = torch.as_tensor(ratios, dtype=torch.float32)
+        h_ratios = torch.sqrt(ratios)
+        w_ratios = 1 / h_ratios
+        ws = (w_ratios[:, None] * scales[None, :]).view(-1)
+        hs = (h_ratios[:, None] * scales[None, :]).view(-1)
+        return (torch.stack([-ws, -hs, ws, hs], dim=1) / 2).round()
+
+    def num_anchors(self) -> list[int]:
+        """Anchors per cell, per level."""
+        return [len(s) * len(r) for s, r in zip(self.sizes, self.aspect_ratios)]
+
+    def forward(self, image_size: Sequence[int], feature_sizes: Sequence[Sequence[int]], dtype, device) -> list[Tensor]:
+        """Anchors of each level, Tensor[H * W * A, 4] xyxy in input pixels.
+
+        Args:
+            image_size: (h, w) of the padded batch.
+            feature_sizes: (h, w) of each level's feature map.
+
+        The stride of a level is ``image_size // feature_size`` (torchvision's rule: it is the
+        level's nominal stride whenever the padded size is a multiple of it).
+        """
+        if len(feature_sizes) != len(self.cell_anchors):
+            raise ValueError(f"anchors: {len(self.cell_anchors)} levels configured, {len(feature_sizes)} feature maps given")
+        anchors = []
+        for (height, width), base in zip(feature_sizes, self.cell_anchors):
+            stride_y, stride_x = int(image_size[0]) // int(height), int(image_size[1]) // int(width)
+            shifts_x = torch.arange(0, width, dtype=torch.int32, device=device) * stride_x
+            shifts_y = torch.arange(0, height, dtype=torch.int32, device=device) * stride_y
+            shift_y, shift_x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")
+            shifts = torch.stack((shift_x.reshape(-1), shift_y.reshape(-1)) * 2, dim=1)
+            base = base.to(dtype=dtype, device=device)
+            anchors.append((shifts.view(-1, 1, 4) + base.view(1, -1, 4)).reshape(-1, 4))  # (HW, A, 4) -> (HWA, 4)
+        return anchors

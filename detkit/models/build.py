@@ -1,0 +1,173 @@
+"""The one place where a model config becomes objects. Plain dicts in, modules out.
+
+Each config mapping mirrors a constructor: ``{"type": name, **arguments}``, so a reader goes
+from a config key straight to the argument it sets. A key nobody reads is an error that
+names it and suggests the nearest known one. Example (configs/faster_rcnn_r50_fpn.yaml):
+
+    model:
+      type: faster_rcnn
+      num_classes: 80
+      backbone: {type: resnet, depth: 50, weights: DEFAULT}
+      neck: {type: fpn, out_channels: 256, extra: pool}
+      rpn: {in_levels: [P2, P3, P4, P5, P6]}
+      roi_heads: {in_levels: [P2, P3, P4, P5], box_head: {type: two_mlp}}
+      postprocess: {type: soft_nms, method: gaussian}
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Mapping
+
+from torchvision.ops import MultiScaleRoIAlign
+
+from detkit.config import unknown_choice, unknown_key
+from detkit.models.anchors import AnchorGenerator, octave_sizes
+from detkit.models.backbones.base import ShapeSpec
+from detkit.models.backbones.resnet import ResNet
+from detkit.models.detectors.faster_rcnn import FasterRCNN, FasterRCNNCriterion
+from detkit.models.heads.density_head import DensityHead
+from detkit.models.heads.roi_heads import ConvFCHead, FastRCNNPredictor, RoIHeads, TwoMLPHead
+from detkit.models.heads.rpn import RPN, RPNHead
+from detkit.models.necks.fpn import FPN
+from detkit.models.transform import DetectionTransform
+from detkit.ops import build_suppressor
+
+
+def _split(config: Mapping[str, Any] | None, where: str, kinds: Mapping[str, Any]) -> tuple[str, dict]:
+    """(type, the other keys) of a ``{"type": ..., ...}`` mapping, with a clear error for a bad type."""
+    config = dict(config or {})
+    kind = config.pop("type", None)
+    if kind is None:
+        raise ValueError(f"{where}.type is missing (one of {', '.join(kinds)})")
+    if kind not in kinds:
+        raise unknown_choice(kind, kinds, f"{where}.type")
+    return kind, config
+
+
+def _call(factory, arguments: Mapping[str, Any], where: str, **fixed):
+    """``factory(**fixed, **arguments)``, naming an argument the factory does not take."""
+    known = inspect.signature(factory).parameters
+    for key in arguments:
+        if key not in known or key in fixed:
+            raise unknown_key(key, [k for k in known if k not in fixed and k != "self"], where)
+    try:
+        return factory(**fixed, **arguments)
+    except TypeError as error:
+        raise ValueError(f"{where}: {error}") from None
+
+
+def _efficientnet():
+    from detkit.models.backbones.efficientnet import EfficientNet
+
+    return EfficientNet
+
+
+def _bifpn():
+    from detkit.models.necks.bifpn import BiFPN
+
+    return BiFPN
+
+
+BACKBONES = {"resnet": lambda: ResNet, "efficientnet": _efficientnet}
+NECKS = {"fpn": lambda: FPN, "bifpn": _bifpn}
+
+
+def build_backbone(config: Mapping[str, Any], where: str = "model.backbone"):
+    kind, arguments = _split(config, where, BACKBONES)
+    return _call(BACKBONES[kind](), arguments, where)
+
+
+def build_neck(config: Mapping[str, Any] | None, in_shapes: Mapping[str, ShapeSpec], where: str = "model.neck"):
+    """None for no neck (heads then read backbone levels)."""
+    if config is None:
+        return None
+    kind, arguments = _split(config, where, NECKS)
+    return _call(NECKS[kind](), arguments, where, in_shapes=in_shapes)
+
+
+def default_anchor_sizes(levels: list[str], shapes: Mapping[str, ShapeSpec]) -> list[tuple[float, ...]]:
+    """Ren et al.'s 3 sizes per cell: (128, 256, 512) on a single level; on a pyramid, 3
+    octave sizes per level from 8x its stride (32 px on P2 ... 512 px on P6)."""
+    if len(levels) == 1:
+        return [(128.0, 256.0, 512.0)]
+    return [octave_sizes(8.0 * shapes[lvl].stride) for lvl in levels]
+
+
+def build_rpn(config: Mapping[str, Any] | None, shapes: Mapping[str, ShapeSpec], where: str = "model.rpn") -> RPN:
+    """Keys: in_levels, anchor_sizes (per level; default ``default_anchor_sizes``),
+    aspect_ratios (default 0.5, 1, 2), head_depth, head_norm, and RPN's own arguments."""
+    config = dict(config or {})
+    levels = config.pop("in_levels", None) or list(shapes)
+    missing = [lvl for lvl in levels if lvl not in shapes]
+    if missing:
+        raise ValueError(f"{where}.in_levels: {missing} are not among the features ({', '.join(shapes)})")
+    sizes = config.pop("anchor_sizes", None) or default_anchor_sizes(levels, shapes)
+    ratios = config.pop("aspect_ratios", None) or (0.5, 1.0, 2.0)
+    anchors = AnchorGenerator(sizes, ratios)
+    counts = set(anchors.num_anchors())
+    if len(counts) != 1:
+        raise ValueError(f"{where}: every level needs the same number of anchors (the head is shared), got {counts}")
+    channels = {shapes[lvl].channels for lvl in levels}
+    if len(channels) != 1:
+        raise ValueError(f"{where}.in_levels: the shared head needs equal channels, got {channels}")
+    head = RPNHead(channels.pop(), counts.pop(), depth=config.pop("head_depth", 1), norm=config.pop("head_norm", False))
+    suppressor = build_suppressor(config.pop("suppressor", None) or {"type": "nms", "iou_threshold": 0.7},
+                                  where=f"{where}.suppressor")
+    return _call(RPN, config, where, anchors=anchors, head=head, in_levels=levels, suppressor=suppressor)
+
+
+BOX_HEADS = {"two_mlp": TwoMLPHead, "conv_fc": ConvFCHead}
+
+
+def build_roi_heads(config: Mapping[str, Any] | None, shapes: Mapping[str, ShapeSpec], num_classes: int,
+                    suppressor: Mapping | None, where: str = "model.roi_heads") -> RoIHeads:
+    """Keys: in_levels, resolution (7), sampling_ratio (2), box_head ({type: two_mlp |
+    conv_fc, ...}), density_head (bool), and RoIHeads' own arguments."""
+    config = dict(config or {})
+    levels = config.pop("in_levels", None) or [lvl for lvl in shapes][:4]
+    resolution = config.pop("resolution", 7)
+    pool = MultiScaleRoIAlign(levels, resolution, config.pop("sampling_ratio", 2))
+    channels = shapes[levels[0]].channels
+    kind, head_arguments = _split(config.pop("box_head", None) or {"type": "two_mlp"}, f"{where}.box_head", BOX_HEADS)
+    if kind == "two_mlp":
+        box_head = _call(TwoMLPHead, head_arguments, f"{where}.box_head", in_features=channels * resolution**2)
+    else:
+        box_head = _call(ConvFCHead, head_arguments, f"{where}.box_head", in_channels=channels, resolution=resolution)
+    density = DensityHead(box_head.out_features) if config.pop("density_head", False) else None
+    predictor = FastRCNNPredictor(box_head.out_features, num_classes + 1)
+    return _call(RoIHeads, config, where, roi_pool=pool, box_head=box_head, predictor=predictor,
+                 density_head=density, suppressor=suppressor)
+
+
+def build_faster_rcnn(config: Mapping[str, Any], where: str = "model") -> FasterRCNN:
+    config = dict(config)
+    config.pop("type", None)
+    allowed = {"num_classes", "class_names", "backbone", "neck", "rpn", "roi_heads", "postprocess", "transform",
+               "criterion"}
+    for key in config:
+        if key not in allowed:
+            raise unknown_key(key, allowed, where)
+    num_classes = config.get("num_classes")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"{where}.num_classes must be a positive integer, got {num_classes!r}")
+    backbone = build_backbone(config.get("backbone") or {"type": "resnet"}, f"{where}.backbone")
+    # no "neck" key: the standard FPN; "neck: null": none (the heads read backbone levels, e.g. C4)
+    neck = build_neck(config.get("neck", {"type": "fpn"}), backbone.out_shapes, f"{where}.neck")
+    shapes = neck.out_shapes if neck is not None else backbone.out_shapes
+    rpn = build_rpn(config.get("rpn"), shapes, f"{where}.rpn")
+    postprocess = build_suppressor(config.get("postprocess") or {"type": "nms", "iou_threshold": 0.5},
+                                   where=f"{where}.postprocess")
+    roi_heads = build_roi_heads(config.get("roi_heads"), shapes, num_classes, postprocess, f"{where}.roi_heads")
+    transform = _call(DetectionTransform, config.get("transform") or {}, f"{where}.transform")
+    criterion = _call(FasterRCNNCriterion, config.get("criterion") or {}, f"{where}.criterion")
+    return FasterRCNN(backbone, neck, rpn, roi_heads, transform, criterion, config.get("class_names"))
+
+
+DETECTORS = {"faster_rcnn": build_faster_rcnn}
+
+
+def build_model(config: Mapping[str, Any], where: str = "model"):
+    """A detector from its config mapping (``type`` picks the detector)."""
+    kind, _ = _split(config, where, DETECTORS)
+    return DETECTORS[kind](config, where)

@@ -1,0 +1,148 @@
+"""torchvision's detection weights in detkit's models, and back.
+
+``from_torchvision(name, state_dict)`` builds the detkit model that matches torchvision's
+builder ``name`` and loads the state dict into it; its detections equal torchvision's
+(tests/models/test_torchvision_compat.py). ``to_torchvision(model, name)`` gives the state
+dict back in torchvision's names, loadable into ``torchvision.models.detection.<name>()``.
+
+    import torchvision
+    sd = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights="DEFAULT").state_dict()
+    model = detkit.models.from_torchvision("fasterrcnn_resnet50_fpn", sd)
+    model.set_postprocess({"type": "soft_nms"})   # torchvision's COCO model with Soft-NMS
+
+torchvision's COCO models have 91 classes with 0 the background and 1..90 COCO's category
+ids (some unused): detkit labels are the class index minus one, so a detkit label l is
+COCO category id l + 1; ``model.class_names`` holds torchvision's names.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from detkit.models.build import build_faster_rcnn
+
+# (torchvision key pattern, detkit replacement), applied in order; the inverse table is derived
+_COMMON = [
+    (r"^backbone\.body\.", "backbone."),
+    (r"^backbone\.fpn\.inner_blocks\.", "neck.lateral."),
+    (r"^backbone\.fpn\.layer_blocks\.", "neck.output."),
+    (r"^rpn\.head\.conv\.(weight|bias)$", r"rpn.head.conv.0.0.\1"),  # torchvision < 0.13 RPN heads
+    (r"^rpn\.head\.cls_logits\.", "rpn.head.objectness."),
+    (r"^rpn\.head\.bbox_pred\.", "rpn.head.deltas."),
+    (r"^roi_heads\.box_predictor\.", "roi_heads.predictor."),
+]
+_V2_BOX_HEAD = [  # FastRCNNConvFCHead is a Sequential: 4 conv blocks, Flatten (4), Linear (5), ReLU (6)
+    (r"^roi_heads\.box_head\.([0-3])\.", r"roi_heads.box_head.convs.\1."),
+    (r"^roi_heads\.box_head\.5\.", "roi_heads.box_head.fcs.0."),
+]
+
+
+def _config(name: str, num_classes: int, norm: str) -> dict:
+    v2 = name == "fasterrcnn_resnet50_fpn_v2"
+    return {
+        "num_classes": num_classes,
+        # torchvision trains all stages from random weights, keeps conv1 and layer1 fixed on pretrained ones
+        "backbone": {"type": "resnet", "depth": 50, "norm": norm, "frozen_stages": -1 if norm == "bn" else 1},
+        "neck": {"type": "fpn", "out_channels": 256, "extra": "pool", "norm": v2},
+        "rpn": {
+            "in_levels": ["P2", "P3", "P4", "P5", "P6"],
+            "anchor_sizes": [[32], [64], [128], [256], [512]],  # torchvision: 3 anchors per cell per level
+            "aspect_ratios": [0.5, 1.0, 2.0],
+            "head_depth": 2 if v2 else 1,
+        },
+        "roi_heads": {
+            "in_levels": ["P2", "P3", "P4", "P5"],
+            "box_head": {"type": "conv_fc"} if v2 else {"type": "two_mlp", "representation": 1024},
+        },
+        "postprocess": {"type": "nms", "iou_threshold": 0.5},
+        "transform": {"min_size": 800, "max_size": 1333},
+    }
+
+
+NAMES = ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2")
+
+
+def _rules(name: str):
+    if name not in NAMES:
+        raise ValueError(f"from_torchvision: unsupported builder {name!r} (supported: {', '.join(NAMES)})")
+    return _COMMON + (_V2_BOX_HEAD if name.endswith("_v2") else [])
+
+
+def _rename(key: str, rules) -> str:
+    for pattern, replacement in rules:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def _class_names(name: str, num_classes: int) -> list[str] | None:
+    import torchvision.models.detection as tvd
+
+    enum = tvd.FasterRCNN_ResNet50_FPN_V2_Weights if name.endswith("_v2") else tvd.FasterRCNN_ResNet50_FPN_Weights
+    categories = enum.COCO_V1.meta["categories"]
+    return list(categories[1:]) if len(categories) - 1 == num_classes else None
+
+
+def from_torchvision(name: str, state_dict: Mapping[str, Tensor]) -> nn.Module:
+    """The detkit model matching torchvision's builder ``name``, with ``state_dict`` loaded.
+
+    The backbone's normalisation follows the weights: BatchNorm if they carry its running
+    counters (a randomly initialised or v2 model), FrozenBatchNorm otherwise (torchvision's
+    pretrained v1), so the arithmetic matches torchvision's exactly.
+
+    Raises:
+        ValueError: an unsupported name, or weights that do not fit (naming the keys).
+    """
+    rules = _rules(name)
+    key = "roi_heads.box_predictor.cls_score.weight"
+    if key not in state_dict:
+        raise ValueError(f"from_torchvision: not a {name} state dict (no {key})")
+    num_classes = state_dict[key].shape[0] - 1
+    batch_norm = any(k.startswith("backbone.body.") and k.endswith("num_batches_tracked") for k in state_dict)
+    model = build_faster_rcnn(_config(name, num_classes, "bn" if batch_norm else "frozen_bn"))
+    model.class_names = _class_names(name, num_classes) or model.class_names
+    load_checked(model, {_rename(k, rules): v for k, v in state_dict.items()}, f"from_torchvision({name!r})")
+    return model
+
+
+def to_torchvision(model: nn.Module, name: str) -> dict[str, Tensor]:
+    """``model``'s state dict in torchvision's names (for ``torchvision...<name>().load_state_dict``)."""
+    rules = _rules(name)
+    forward = {}
+    for key in _torchvision_keys(name, model):
+        forward[_rename(key, rules)] = key
+    state = model.state_dict()
+    return {forward.get(k, k): v for k, v in state.items() if forward.get(k) is not None}
+
+
+def _torchvision_keys(name: str, model: nn.Module) -> list[str]:
+    import torchvision.models.detection as tvd
+
+    num_classes = model.roi_heads.predictor.cls_score.out_features
+    norm = "frozen" if not isinstance(model.backbone.bn1, nn.BatchNorm2d) else "bn"
+    kwargs = {"weights": None, "weights_backbone": None, "num_classes": num_classes}
+    reference = getattr(tvd, name)(**kwargs)
+    keys = list(reference.state_dict())
+    if norm == "frozen":  # FrozenBatchNorm2d has no num_batches_tracked
+        keys = [k for k in keys if not (k.startswith("backbone.body.") and k.endswith("num_batches_tracked"))]
+    return keys
+
+
+def load_checked(model: nn.Module, state_dict: Mapping[str, Tensor], where: str) -> None:
+    """``model.load_state_dict(state_dict)``, failing with the keys that do not fit, named."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    wrong = [f"{k} {list(v.shape)} (expected {list(own[k].shape)})" for k, v in state_dict.items()
+             if k in own and v.shape != own[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        for title, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if keys:
+                parts.append(f"{len(keys)} {title}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}")
+        raise ValueError(f"{where}: the weights do not fit this model: {'; '.join(parts)}")
+    with torch.no_grad():
+        model.load_state_dict(state_dict)

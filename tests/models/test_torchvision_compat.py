@@ -1,0 +1,85 @@
+"""torchvision's Faster R-CNN weights in detkit: the same proposals and detections, and back."""
+
+import pytest
+import torch
+import torchvision
+
+from detkit.models import from_torchvision, to_torchvision
+
+NAMES = ["fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2"]
+SIZES = [(200, 300), (181, 243), (320, 160)]  # several sizes and aspect ratios, batched together
+
+
+def canonical(boxes: torch.Tensor, scores: torch.Tensor | None = None, labels: torch.Tensor | None = None):
+    """Rows sorted by (score descending, label, box): equal-score rows (torch's sort orders ties
+    arbitrarily) come out in one order for both models."""
+    keys = [(-(scores[i].item() if scores is not None else 0.0), labels[i].item() if labels is not None else 0,
+             *boxes[i].tolist()) for i in range(len(boxes))]
+    order = sorted(range(len(boxes)), key=lambda i: keys[i])
+    return torch.tensor(order, dtype=torch.int64)
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def pair(request):
+    torch.manual_seed(0)
+    # random weights; a score threshold of 0 keeps 100 detections per image to compare (at the
+    # default 0.05 a random classifier, all ~1/91, would give none)
+    reference = getattr(torchvision.models.detection, request.param)(
+        weights=None, weights_backbone=None, box_score_thresh=0.0, min_size=320, max_size=512
+    ).eval()
+    model = from_torchvision(request.param, reference.state_dict()).eval()
+    model.roi_heads.score_threshold = 0.0
+    model.transform.min_size, model.transform.max_size = (320,), 512
+    images = [torch.rand(3, h, w, generator=torch.Generator().manual_seed(h)) for h, w in SIZES]
+    return request.param, reference, model, images
+
+
+def test_detections_agree(pair):
+    name, reference, model, images = pair
+    with torch.no_grad():
+        expected, actual = reference(images), model(images)
+    for e, a in zip(expected, actual):
+        assert len(e["boxes"]) == len(a["boxes"]) == 100
+        ie, ia = canonical(e["boxes"], e["scores"], e["labels"]), canonical(a["boxes"], a["scores"], a["labels"] + 1)
+        assert torch.allclose(e["boxes"][ie], a["boxes"][ia], atol=1e-3, rtol=0)
+        assert torch.allclose(e["scores"][ie], a["scores"][ia], atol=1e-5, rtol=0)
+        # detkit's labels are torchvision's class index - 1 (torchvision's 0 is the background)
+        assert torch.equal(e["labels"][ie], a["labels"][ia] + 1)
+
+
+def test_proposals_agree(pair):
+    name, reference, model, images = pair
+    with torch.no_grad():
+        batch, _ = reference.transform(images)
+        expected, _ = reference.rpn(batch, reference.backbone(batch.tensors))
+        actual = model.propose(images)
+    for e, a in zip(expected, actual):
+        assert e.shape == a.shape
+        assert torch.allclose(e[canonical(e)], a[canonical(a)], atol=1e-3, rtol=0)
+
+
+def test_weights_go_back_to_torchvision(pair):
+    name, reference, model, _ = pair
+    state = to_torchvision(model, name)
+    assert state.keys() == reference.state_dict().keys()
+    fresh = getattr(torchvision.models.detection, name)(weights=None, weights_backbone=None)
+    fresh.load_state_dict(state)
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in fresh.state_dict().items())
+
+
+def test_pretrained_style_weights_use_frozen_batchnorm():
+    # torchvision's COCO v1 weights come from a FrozenBatchNorm backbone: no num_batches_tracked
+    reference = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None)
+    state = {k: v for k, v in reference.state_dict().items() if not k.endswith("num_batches_tracked")}
+    model = from_torchvision("fasterrcnn_resnet50_fpn", state)
+    assert isinstance(model.backbone.bn1, torchvision.ops.FrozenBatchNorm2d)
+    assert model.class_names[0] == "person" and len(model.class_names) == 90
+
+
+def test_weights_of_another_architecture_are_named():
+    state = torchvision.models.detection.fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None).state_dict()
+    with pytest.raises(ValueError, match=r"do not fit this model: \d+ missing: neck.lateral.0.0.bias.*; \d+ unexpected: "
+                                         r"neck.lateral.0.1.weight"):
+        from_torchvision("fasterrcnn_resnet50_fpn", state)
+    with pytest.raises(ValueError, match="unsupported builder 'retinanet_resnet50_fpn'"):
+        from_torchvision("retinanet_resnet50_fpn", state)

@@ -1,0 +1,123 @@
+"""Benchmark detkit's Faster R-CNN R50-FPN against torchvision's, side by side in one process, on CPU.
+
+Both models carry the same weights (detkit's is made by ``from_torchvision`` from
+torchvision's randomly initialised one) and the same settings (input size, thresholds),
+so they compute the same detections; the script checks that, then times:
+
+  inference   eval-mode forward of one image, median of --repeats runs
+  train step  forward + backward + SGD step on a batch of 2 images with 5 boxes each
+(the two models alternate, run by run, so the machine's drifts hit both alike)
+
+and counts parameters and GFLOPs (torch.utils.flop_counter, multiply-adds x 2, at the
+benchmark's input size and at torchvision's published setting) next to torchvision's
+published 41.8 M parameters and 134 GFLOPs.
+
+Usage: python tools/bench_models.py [--size 512] [--repeats 5] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import torch
+import torchvision
+from torch.utils.flop_counter import FlopCounterMode
+
+from detkit.models import from_torchvision
+
+
+def timed_pair(a, b, repeats: int) -> tuple[float, float]:
+    """Median seconds of a() and b(), called alternately so that drifts in the machine's speed
+    (other processes, clocks) hit both alike."""
+    a(), b()  # warm-up
+    times_a, times_b = [], []
+    for _ in range(repeats):
+        for fn, times in ((a, times_a), (b, times_b)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times_a), statistics.median(times_b)
+
+
+def gflops(model, images) -> float:
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(images)
+    return counter.get_total_flops() / 1e9
+
+
+def train_step(model, images, targets, labels_offset: int):
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def step():
+        model.train()
+        batch_targets = [{"boxes": t["boxes"], "labels": t["labels"] - labels_offset} for t in targets]
+        losses = model(images, batch_targets)
+        loss = sum(losses.values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=512, help="shorter side of the resized input (torchvision: 800)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    max_size = round(args.size * 1333 / 800)
+    reference = torchvision.models.detection.fasterrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, min_size=args.size, max_size=max_size
+    )
+    model = from_torchvision("fasterrcnn_resnet50_fpn", reference.state_dict())
+    model.transform.min_size, model.transform.max_size = (args.size,), max_size
+    image = torch.rand(3, 480, 640)
+    g = torch.Generator().manual_seed(1)
+    images = [torch.rand(3, 480, 640, generator=g), torch.rand(3, 427, 640, generator=g)]
+    xy = torch.rand(2, 5, 2, generator=g) * 300
+    targets = [{"boxes": torch.cat([xy[i], xy[i] + 40 + torch.rand(5, 2, generator=g) * 200], 1),
+                "labels": torch.randint(1, 91, (5,), generator=g)} for i in range(2)]
+
+    reference.eval()
+    model.eval()
+    with torch.no_grad():
+        same = [len(a["boxes"]) == len(b["boxes"]) for a, b in zip(reference([image]), model([image]))]
+
+    with torch.no_grad():
+        t_ref, t_ours = timed_pair(lambda: reference([image]), lambda: model([image]), args.repeats)
+    s_ref, s_ours = timed_pair(train_step(reference, images, targets, 0), train_step(model, images, targets, 1),
+                               max(3, args.repeats // 2))
+    params_ref = sum(p.numel() for p in reference.parameters())
+    params_ours = sum(p.numel() for p in model.parameters())
+    flops_ref, flops_ours = gflops(reference, [image]), gflops(model, [image])
+    big = torch.rand(3, 800, 1333)  # COCO-typical: 800 x 1333 after resizing
+    reference.transform.min_size, reference.transform.max_size = (800,), 1333
+    model.transform.min_size, model.transform.max_size = (800,), 1333
+    flops_ref_800, flops_ours_800 = gflops(reference, [big]), gflops(model, [big])
+
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} torch threads, "
+          f"torch {torch.__version__}, torchvision {torchvision.__version__}; input 480x640 resized to "
+          f"{args.size} (max {max_size}); median of {args.repeats}")
+    print("| | torchvision | detkit | detkit / torchvision |")
+    print("|---|---:|---:|---:|")
+    print(f"| inference, 1 image (s) | {t_ref:.3f} | {t_ours:.3f} | {t_ours / t_ref:.2f} |")
+    print(f"| train step, 2 images (s) | {s_ref:.3f} | {s_ours:.3f} | {s_ours / s_ref:.2f} |")
+    print(f"| parameters (M) | {params_ref / 1e6:.2f} (published 41.8) | {params_ours / 1e6:.2f} | "
+          f"{params_ours / params_ref:.3f} |")
+    print(f"| GFLOPs at {args.size} px | {flops_ref:.1f} | {flops_ours:.1f} | {flops_ours / flops_ref:.3f} |")
+    print(f"| GFLOPs at 800 x 1333 | {flops_ref_800:.1f} (published 134.4) | {flops_ours_800:.1f} | "
+          f"{flops_ours_800 / flops_ref_800:.3f} |")
+    print(f"same number of detections: {all(same)}")
+
+
+if __name__ == "__main__":
+    main()
