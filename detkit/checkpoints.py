@@ -32,3 +32,28 @@ def load_weights(path: str | Path, what: str = "weights") -> Any:
         ) from None
     except (RuntimeError, EOFError, OSError) as error:
         raise ValueError(f"{what}: {path} is not a readable torch file ({error})") from None
+
+
+def save_atomic(state: Any, path: str | Path) -> Path:
+    """``torch.save`` that never leaves a half-written file where ``path`` was.
+
+    The state is written to a temporary file in the same folder, flushed to disk, then
+    renamed over ``path`` (an atomic replace on POSIX and Windows): a crash or a kill during
+    the write leaves the previous file whole.
+    """
+    import os
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

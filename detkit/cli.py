@@ -174,14 +174,60 @@ def data_show(dataset, out, split, names, max_images):
     click.echo(f"drew {written} images in {out}")
 
 
-# ------------------------------------------------------------------------------ eval
+# ------------------------------------------------------------------------------ train / eval / predict
+
+_set = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                    help="Override a config value, e.g. --set train.optimizer.lr=0.01 (repeatable; YAML values).")
+
+
+def _config(path: str, overrides) -> dict:
+    from detkit.config import load_config
+
+    return load_config(path, list(overrides))
+
+
+@main.command("train")
+@click.argument("config", type=click.Path(dir_okay=False))
+@_set
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: train.out, or runs/<config name>).")
+@click.option("--resume", is_flag=True, help="Continue the run in its folder from last.pth, exactly where it stopped.")
+@user_errors
+def train_command(config, overrides, out, resume):
+    """Train the detector of CONFIG (a YAML file in configs/) and evaluate it on data.val.
+
+    \b
+    Writes to the run folder: config.yaml (the resolved config), last.pth (every epoch, and
+    every train.checkpoint_every steps), best.pth (best COCO AP), metrics.jsonl (and
+    TensorBoard logs when tensorboard is installed). Checkpoints are written atomically.
+    Under torchrun (torchrun --nproc_per_node N -m detkit.cli train CONFIG) each process
+    trains on its share of every epoch (DistributedDataParallel; gloo on CPUs).
+    """
+    from detkit.engine import NonFiniteLoss, train
+
+    cfg = _config(config, overrides)
+    if out:
+        cfg["train"]["out"] = out
+    try:
+        result = train(cfg, resume=resume)
+    except NonFiniteLoss as error:
+        raise click.ClickException(str(error)) from None
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted: the last checkpoint is whole; continue with --resume") from None
+    click.echo(f"run folder: {result.out}  (last: {result.last.name}"
+               f"{', best: ' + result.best.name if result.best else ''})")
+    if result.evaluation is not None:
+        click.echo(result.evaluation.table())
 
 
 @main.command("eval")
-@click.option("--gt", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Ground truth: a COCO instances json.")
-@click.option("--predictions", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Detections: a COCO results json ([{image_id, category_id, bbox, score}]).")
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("--weights", type=click.Path(dir_okay=False), help="With CONFIG: the checkpoint (e.g. runs/x/best.pth).")
+@_set
+@click.option("--postprocess", help="With CONFIG: another suppressor, as YAML, e.g. '{type: soft_nms, sigma: 0.5}'.")
+@click.option("--gt", type=click.Path(exists=True, dir_okay=False),
+              help="Without CONFIG: ground truth, a COCO instances json.")
+@click.option("--predictions", type=click.Path(exists=True, dir_okay=False),
+              help="Without CONFIG: detections, a COCO results json ([{image_id, category_id, bbox, score}]).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False),
               help="Also write AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl and per-class AP.")
 @click.option("--plots", type=click.Path(file_okay=False), help="Also write PR curves (pr_curves.png) here.")
@@ -189,22 +235,129 @@ def data_show(dataset, out, split, names, max_images):
               type=click.Choice(["auto", "pycocotools", "faster-coco-eval"]),
               help="Who computes: the same numbers; faster-coco-eval is faster on large files.")
 @user_errors
-def eval_(gt, predictions, json_out, plots, backend):
-    """COCO bbox evaluation of a results file: the 12 standard numbers and per-class AP."""
+def eval_(config, weights, overrides, postprocess, gt, predictions, json_out, plots, backend):
+    """COCO bbox evaluation: the 12 standard numbers and per-class AP.
+
+    \b
+    Two ways:
+      detkit eval CONFIG --weights W        run the model on the config's data.val
+      detkit eval --gt GT --predictions R   evaluate a results file, no model
+    With a model, --postprocess (or --set model.postprocess.KEY=...) re-runs the
+    post-processing with another suppressor, without retraining.
+    """
     from detkit.data.coco import load_coco
     from detkit.evaluation import evaluate, load_results, plot_pr_curves, write_json
 
-    index = load_coco(gt, images=False)
-    evaluation = evaluate(index, load_results(predictions, index.coco), backend=backend)
+    if config:
+        import yaml
+
+        from detkit.engine import evaluate_model, load_model
+        from detkit.engine.loop_data import make_datasets, resolve_datasets
+
+        if weights is None:
+            raise click.UsageError("detkit eval CONFIG needs --weights")
+        cfg = _config(config, overrides)
+        if postprocess:
+            cfg["model"]["postprocess"] = yaml.safe_load(postprocess)
+        train_index, val_index = resolve_datasets(cfg)
+        if val_index is None:
+            raise click.UsageError(f"{config}: no data.val to evaluate on")
+        from detkit.engine.trainer import complete_model_config
+
+        from detkit.engine.trainer import pick_device
+
+        device = pick_device(cfg["train"]["device"])
+        cfg["model"] = complete_model_config(cfg, train_index.class_names)
+        model = load_model(cfg, weights, device)
+        _, val_set = make_datasets(cfg, train_index, val_index)
+        evaluation, _ = evaluate_model(model, val_set, device=device, batch_size=cfg["data"]["batch_size"],
+                                       backend=backend)
+    else:
+        if gt is None or predictions is None:
+            raise click.UsageError("give CONFIG --weights W, or --gt and --predictions")
+        index = load_coco(gt, images=False)
+        evaluation = evaluate(index, load_results(predictions, index.coco), backend=backend)
+    _print_evaluation(evaluation)
+    if json_out:
+        click.echo(f"wrote {write_json(evaluation, json_out)}")
+    if plots:
+        click.echo(f"wrote {plot_pr_curves(evaluation, Path(plots) / 'pr_curves.png')}")
+
+
+def _print_evaluation(evaluation) -> None:
     click.echo(evaluation.table())
     width = max(len(n) for n in evaluation.per_class)
     click.echo("\n per-class AP@[.5:.95]:")
     for name, ap in evaluation.per_class.items():
         click.echo(f"  {name:<{width}}  {ap:.3f}" if ap > -1 else f"  {name:<{width}}  -")
-    if json_out:
-        click.echo(f"wrote {write_json(evaluation, json_out)}")
-    if plots:
-        click.echo(f"wrote {plot_pr_curves(evaluation, Path(plots) / 'pr_curves.png')}")
+
+
+@main.command("predict")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--weights", required=True, type=click.Path(dir_okay=False), help="The checkpoint.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for drawn images and predictions.json.")
+@click.option("--score-threshold", default=0.3, show_default=True, help="Draw detections scoring at least this.")
+@_set
+@user_errors
+def predict_command(config, images, weights, out, score_threshold, overrides):
+    """Detect objects on IMAGES (files or folders, any sizes) and draw them.
+
+    Writes each image with its boxes, class names and scores to OUT, and every detection to
+    OUT/predictions.json (COCO results with the file name of each image).
+    """
+    from detkit.engine import load_model
+    from detkit.engine.inference import predict_images
+
+    from detkit.engine.trainer import pick_device
+
+    cfg = _config(config, overrides)
+    device = pick_device(cfg["train"]["device"])
+    model = load_model(cfg, weights, device)
+    path = predict_images(model, images, Path(out), eval_transforms=cfg["data"]["eval_transforms"],
+                          score_threshold=score_threshold, device=device)
+    click.echo(f"drew the detections in {out}; all of them in {path}")
+
+
+@main.command("quickstart")
+@click.option("--out", default="runs/quickstart", show_default=True, type=click.Path(file_okay=False),
+              help="Run folder.")
+@click.option("--minutes", default=None, type=float, help="Training time budget (default: the config's, 7 min).")
+@_set
+@user_errors
+def quickstart(out, minutes, overrides):
+    """Train and evaluate a small Faster R-CNN on the built-in synthetic dataset, on a CPU.
+
+    Generates the dataset on first use (data/shapes/), trains configs/quickstart.yaml for a
+    few minutes, then prints the COCO table and where the checkpoint and the drawn
+    predictions are.
+    """
+    from detkit.engine import train
+    from detkit.engine.inference import predict_images
+
+    cfg = _config(str(_configs() / "quickstart.yaml"), overrides)
+    cfg["train"]["out"] = out
+    if minutes is not None:
+        cfg["train"]["time_limit_min"] = minutes
+    result = train(cfg)
+    click.echo("\nCOCO evaluation on the synthetic val split:")
+    _print_evaluation(result.evaluation)
+    from detkit.engine import load_model
+
+    model = load_model(cfg | {"model": {**cfg["model"]}}, result.best or result.last)
+    val_images = sorted((Path(cfg["data"]["synthetic"]["out"]) / "val" / "images").glob("*.jpg"))[:8]
+    predictions = predict_images(model, val_images, Path(out) / "predictions", progress=False)
+    click.echo(f"\ncheckpoint: {result.best or result.last}\npredictions drawn: {predictions.parent}\n"
+               f"metrics: {Path(out) / 'metrics.jsonl'}")
+
+
+def _configs() -> Path:
+    """configs/ beside the package (a source checkout), or inside it (an installed copy)."""
+    here = Path(__file__).resolve().parent
+    for folder in (here.parent / "configs", here / "configs"):
+        if (folder / "quickstart.yaml").is_file():
+            return folder
+    raise click.ClickException("configs/quickstart.yaml not found beside the detkit package")
 
 
 if __name__ == "__main__":

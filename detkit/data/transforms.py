@@ -42,12 +42,14 @@ class Transforms:
     def __init__(self, ops: Sequence[A.BasicTransform], min_visibility: float = 0.0, *, invertible: bool = False):
         self.ops = list(ops)
         self.invertible = invertible
-        self.compose = A.Compose(
-            self.ops,
-            bbox_params=A.BboxParams(
-                format="pascal_voc", label_fields=["labels", "iscrowd"], min_visibility=min_visibility, clip=True
-            ),
-        )
+        self.compose = None
+        if self.ops:
+            self.compose = A.Compose(
+                self.ops,
+                bbox_params=A.BboxParams(
+                    format="pascal_voc", label_fields=["labels", "iscrowd"], min_visibility=min_visibility, clip=True
+                ),
+            )
 
     def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, iscrowd: np.ndarray):
         """Args: image (uint8[H, W, 3]), boxes (float[N, 4] xyxy), labels (int[N]), iscrowd (bool[N]).
@@ -58,6 +60,8 @@ class Transforms:
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         labels = np.asarray(labels, dtype=np.int64).reshape(-1)
         iscrowd = np.asarray(iscrowd, dtype=bool).reshape(-1)
+        if not self.ops:  # nothing to do (e.g. evaluation when the model resizes)
+            return image, boxes.astype(np.float32), labels, iscrowd, (1.0, 1.0, 0.0, 0.0)
         if self.invertible:
             boxes = np.concatenate([boxes, [[0.0, 0.0, width, height]]])
             labels = np.append(labels, _PROBE)

@@ -1,0 +1,56 @@
+"""Run a detector over a dataset and evaluate it (COCO), in one process or across torchrun's."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from detkit.data import boxes_to_original, collate
+from detkit.data.collate import _Indexed
+from detkit.engine.distributed import World, gather
+from detkit.evaluation import CocoEvaluation, detections_to_results, evaluate
+
+
+@torch.no_grad()
+def predict(model, dataset, *, device, world: World = World(), batch_size: int = 2, workers: int = 0,
+            progress: bool = True) -> tuple[list[tuple[int, dict]], list[int]]:
+    """Detections of every image of ``dataset`` this process is dealt (every world.size-th),
+    in the original images' pixels, as (image_id, detection) pairs on the CPU; and the
+    dataset indices that could not be read."""
+    model.eval()
+    indices = list(range(world.rank, len(dataset), world.size))
+    batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
+    loader = DataLoader(_Indexed(dataset), batch_sampler=batches, num_workers=workers, collate_fn=collate,
+                        generator=torch.Generator().manual_seed(0))  # leaves torch's global generator alone
+    out, skipped = [], []
+    for batch in tqdm(loader, desc="evaluating", unit="batch", disable=not (progress and world.main), leave=False):
+        skipped += batch.skipped
+        if not batch.images:
+            continue
+        detections = model([img.to(device) for img in batch.images])
+        for target, det in zip(batch.targets, detections):
+            det = {k: v.detach().cpu() for k, v in det.items()}
+            det["boxes"] = boxes_to_original(det["boxes"].double(), target["affine"]).float()
+            out.append((target["image_id"], det))
+    return out, skipped
+
+
+def evaluate_model(model, dataset, *, device, world: World = World(), batch_size: int = 2, workers: int = 0,
+                   backend: str = "auto") -> tuple[CocoEvaluation | None, list[dict]]:
+    """COCO evaluation of ``model`` on ``dataset`` (a DetectionDataset with an invertible,
+    i.e. evaluation, transform). Every process predicts its share; the results are
+    gathered and evaluated once, on every process (only the main one needs to print).
+
+    Returns the evaluation (None if there are no images) and the COCO results."""
+    mine, skipped = predict(model, dataset, device=device, world=world, batch_size=batch_size, workers=workers)
+    everything = [pair for part in gather(mine, world) for pair in part]
+    everything.sort(key=lambda pair: pair[0])
+    skipped = [i for part in gather(skipped, world) for i in part]
+    if skipped and world.main:
+        print(f"warning: {len(skipped)} unreadable images left out of the evaluation (counted as missed): "
+              f"{[str(dataset.index.records[i].path) for i in skipped[:3]]}")
+    results = detections_to_results(everything, dataset.index.category_ids)
+    if not dataset.index.records:
+        return None, results
+    return evaluate(dataset.index, results, backend=backend), results

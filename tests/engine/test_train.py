@@ -1,0 +1,168 @@
+"""Training runs: exact resume after SIGKILL, atomic checkpoints, the non-finite guard, torchrun."""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from detkit.checkpoints import load_weights
+from detkit.config import load_config
+from detkit.engine import NonFiniteLoss, train
+
+# runs `detkit train` in this interpreter after wrapping save_atomic: SIGKILL the process right
+# after the Nth write of last.pth (KILL_AFTER) or in the middle of writing it (KILL_DURING)
+RUNNER = textwrap.dedent("""
+    import os, signal, sys
+    import torch
+    import detkit.checkpoints as checkpoints
+    import detkit.engine.trainer as engine
+    after, during = int(os.environ.get("KILL_AFTER", 0)), int(os.environ.get("KILL_DURING", 0))
+    calls = [0]
+    original = checkpoints.save_atomic
+
+    def save(state, path):
+        if path.name != "last.pth":
+            return original(state, path)
+        calls[0] += 1
+        if calls[0] == during:
+            real_save = torch.save
+            def half_then_die(obj, f):
+                real_save(obj, f)
+                f.truncate(f.tell() // 2)
+                f.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            torch.save = half_then_die
+        out = original(state, path)
+        if calls[0] == after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+
+    engine.save_atomic = save
+    from detkit.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def run(args, env=None):
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-c", RUNNER, *map(str, args)], capture_output=True, text=True,
+                          env=environment, timeout=600)
+
+
+def final_weights(folder):
+    return load_weights(folder / "last.pth")["model"]
+
+
+def test_resume_after_sigkill_mid_epoch_is_exact(tmp_path, write_config):
+    config = write_config(checkpoint_every=1)  # 3 steps per epoch, 2 epochs
+    straight = run(["train", config, "--out", tmp_path / "straight"])
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    # last.pth is written after steps 1, 2, 3, at the end of epoch 1, after step 4: kill there
+    killed = run(["train", config, "--out", tmp_path / "killed"], env={"KILL_AFTER": "5"})
+    assert killed.returncode == -9
+    state = load_weights(tmp_path / "killed" / "last.pth")["state"]
+    assert (state["iteration"], state["epoch"], state["batch"]) == (4, 1, 1)
+    resumed = run(["train", config, "--out", tmp_path / "killed", "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "killed")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key].double(), b[key].double(), atol=1e-6, rtol=0), key
+    assert load_weights(tmp_path / "killed" / "last.pth")["state"]["iteration"] == 6
+
+
+def test_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path, write_config):
+    config = write_config(checkpoint_every=1)
+    killed = run(["train", config, "--out", tmp_path / "run"], env={"KILL_DURING": "3"})
+    assert killed.returncode == -9
+    saved = load_weights(tmp_path / "run" / "last.pth")  # loads: the half-written file never replaced it
+    assert saved["state"]["iteration"] == 2
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, write_config):
+    config = load_config(write_config(checkpoint_every=1, out=str(tmp_path / "nan")))
+    config["train"]["optimizer"] = {"type": "sgd", "lr": 1e12}
+    config["train"]["schedule"] = {"type": "step", "milestones": []}
+    with pytest.raises(NonFiniteLoss, match=r"non-finite loss at iteration \d+ \(epoch 1, batch \d+\)"):
+        train(config, progress=False)
+    saved = load_weights(tmp_path / "nan" / "last.pth")
+    assert saved["state"]["iteration"] >= 1
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+
+
+def test_run_folder_has_config_metrics_and_best(tmp_path, write_config):
+    config = load_config(write_config(out=str(tmp_path / "run"), epochs=1))
+    result = train(config, progress=False)
+    folder = tmp_path / "run"
+    assert (folder / "config.yaml").is_file() and (folder / "best.pth").is_file()
+    resolved = load_config(folder / "config.yaml")
+    assert resolved["model"]["num_classes"] == 5 and resolved["model"]["class_names"][0] == "ellipse"
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    assert any('"loss"' in line for line in lines) and any('"val/AP"' in line for line in lines)
+    assert result.evaluation is not None and 0 <= result.evaluation.stats["AP"] <= 1
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (sys.platform.startswith("linux")), reason="torchrun")
+def test_torchrun_two_processes_equal_a_single_process_evaluation(tmp_path, write_config):
+    config = write_config(out=str(tmp_path / "ddp"), epochs=1)
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29617",
+         "-m", "detkit.cli", "train", str(config)],
+        capture_output=True, text=True, env=environment, timeout=600)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    gathered = [line for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines() if "val/AP" in line]
+    import json
+
+    distributed = json.loads(gathered[-1])
+    single = load_config(config)
+    from detkit.engine import evaluate_model, load_model
+    from detkit.engine.loop_data import make_datasets, resolve_datasets
+
+    train_index, val_index = resolve_datasets(single)
+    _, val_set = make_datasets(single, train_index, val_index)
+    model = load_model(single, tmp_path / "ddp" / "last.pth")
+    evaluation, _ = evaluate_model(model, val_set, device="cpu")
+    for key, value in evaluation.stats.items():
+        assert distributed[f"val/{key}"] == pytest.approx(value, abs=1e-12), key
+
+
+def test_schedules_by_hand():
+    from detkit.engine.trainer import build_schedule
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    schedule = build_schedule({"type": "step", "milestones": [2], "gamma": 0.1, "warmup_iters": 4,
+                               "warmup_factor": 0.2}, optimizer, steps_per_epoch=3, epochs=3)
+    lrs = []
+    for _ in range(8):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert lrs == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0, 0.1, 0.1])  # warmup, then x0.1 at epoch 2 (step 6)
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    cosine = build_schedule({"type": "cosine"}, optimizer, steps_per_epoch=5, epochs=2)
+    for _ in range(5):
+        optimizer.step()
+        cosine.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5)  # half way: cos(pi / 2)
+    with pytest.raises(ValueError, match=r"train.schedule.milestone: unknown option of step"):
+        build_schedule({"type": "step", "milestone": [1]}, optimizer, 1, 1)
+    with pytest.raises(ValueError, match=r"train.optimizer.momentum: unknown option of adamw"):
+        from detkit.engine.trainer import build_optimizer
+
+        build_optimizer({"type": "adamw", "momentum": 0.9}, torch.nn.Linear(2, 2))
+
+
+def test_ema_run_evaluates_the_average(tmp_path, write_config):
+    config = load_config(write_config(out=str(tmp_path / "ema"), epochs=1, ema={"decay": 0.9}, amp=True))
+    result = train(config, progress=False)  # amp is ignored on the CPU
+    best = load_weights(tmp_path / "ema" / "best.pth")["model"]
+    last = load_weights(tmp_path / "ema" / "last.pth")
+    assert last["ema"] is not None and result.evaluation is not None
+    assert not torch.equal(best["rpn.head.objectness.weight"], last["model"]["rpn.head.objectness.weight"])

@@ -1,0 +1,82 @@
+"""Run configs: base inheritance, overrides, defaults, and errors that name the key."""
+
+import pytest
+import yaml
+
+from detkit.config import load_config, parse_override, save_config
+
+
+def write(path, data):
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+MODEL = {"type": "faster_rcnn", "num_classes": 3}
+
+
+def test_base_overrides_and_defaults(tmp_path):
+    write(tmp_path / "base.yaml", {"model": MODEL, "train": {"epochs": 3, "optimizer": {"type": "sgd", "lr": 0.1}}})
+    child = write(tmp_path / "child.yaml", {"base": "base.yaml", "train": {"optimizer": {"lr": 0.05}}})
+    config = load_config(child, ["train.epochs=5", "data.batch_size=8", "model.neck=null"])
+    assert config["name"] == "child"
+    assert config["train"]["epochs"] == 5 and config["data"]["batch_size"] == 8
+    assert config["train"]["optimizer"] == {"type": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4}
+    assert config["model"]["neck"] is None and config["model"]["num_classes"] == 3
+    assert config["data"]["workers"] == 2  # a default
+    save_config(config, tmp_path / "resolved.yaml")
+    assert load_config(tmp_path / "resolved.yaml") == config
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["train.epoch=3"], r"train.epoch: unknown option; did you mean 'epochs'\?"),
+        (["trian.epochs=3"], r"config.trian: unknown section; did you mean 'train'\?"),
+        (["train.epochs=many"], r"train.epochs must be a number, got 'many'"),
+        (["train.epochs=2.5"], r"train.epochs must be a whole number, got 2.5"),
+        (["train.amp=yes please"], r"train.amp must be true or false"),
+        (["data.batch_size"], r"--set 'data.batch_size': expected key.subkey=value"),
+        (["data=[1, 2"], r"the value is not valid YAML"),
+    ],
+)
+def test_errors_name_the_key(tmp_path, overrides, message):
+    path = write(tmp_path / "c.yaml", {"model": MODEL})
+    with pytest.raises(ValueError, match=message):
+        load_config(path, overrides)
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ValueError, match="missing.yaml: config file does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("model:\n  type: [faster_rcnn\n")
+    with pytest.raises(ValueError, match=r"bad.yaml:3:1: malformed YAML"):
+        load_config(tmp_path / "bad.yaml")
+    write(tmp_path / "a.yaml", {"base": "b.yaml", "model": MODEL})
+    write(tmp_path / "b.yaml", {"base": "c.yaml"})
+    with pytest.raises(ValueError, match="a base config cannot have a base of its own"):
+        load_config(tmp_path / "a.yaml")
+    write(tmp_path / "nomodel.yaml", {"train": {}})
+    with pytest.raises(ValueError, match="config.model: a model mapping is required"):
+        load_config(tmp_path / "nomodel.yaml")
+
+
+def test_parse_override():
+    assert parse_override("a.b.c=[1, 2]") == {"a": {"b": {"c": [1, 2]}}}
+    assert parse_override("x={type: soft_nms}") == {"x": {"type": "soft_nms"}}
+
+
+def test_every_shipped_config_loads_and_builds():
+    from pathlib import Path
+
+    from detkit.models import build_model
+
+    folder = Path(__file__).resolve().parent.parent / "configs"
+    paths = sorted(folder.glob("*.yaml"))
+    assert paths
+    for path in paths:
+        config = load_config(path)
+        model = config["model"]
+        model.setdefault("num_classes", 3)
+        if "backbone" in model and model["backbone"].get("weights"):
+            model["backbone"] = {**model["backbone"], "weights": None}  # no downloads in tests
+        build_model(model)
