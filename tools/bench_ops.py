@@ -113,8 +113,8 @@ def main() -> None:
             n = 5000
             boxes, scores = make(n, seed=11)
             boxes = (boxes.clamp(0, 1100) / 1100).double()  # ensemble-boxes takes normalised boxes
-            boxes = boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
-            scores = scores[: len(boxes)].double()
+            valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            boxes, scores = boxes[valid], scores[valid].double()  # each kept box keeps its own score
             dets = boxes.numpy()[:, [1, 0, 3, 2]].copy()  # its columns are (y1, x1, y2, x2)
 
             def peer():

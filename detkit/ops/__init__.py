@@ -1,7 +1,9 @@
 """detkit.ops: box operations, the suppressor family and detection losses.
 
-Importable on its own from any project: it needs torch and torchvision, and numba
-for the CPU suppressors (imported on first use), nothing of detkit's training stack.
+Importable on its own from any project: it needs torch, torchvision and numpy, and the
+suppressors' loops are a compiled C++ extension (``detkit.ops._C``, built from
+``csrc/suppress.cpp`` by setup.py at install time, nothing compiled at run time); nothing of
+detkit's training stack.
 
     from detkit.ops import soft_nms
     keep, scores = soft_nms(boxes, scores, method="gaussian", sigma=0.5)

@@ -82,6 +82,11 @@ def test_round_trips_keep_boxes_and_categories(tmp_path, coco128_train, via):
     back_index = open_dataset(middle, split="train2017")
     again = open_dataset(convert(back_index, "coco", tmp_path / "coco", images="link"))
     assert [(c.id, c.name) for c in again.categories] == [(c.id, c.name) for c in src.categories]
+    # every image comes back, the two negatives included, and no box is lost on the way
+    assert sorted(r.file_name for r in again.records) == sorted(image["file_name"] for image in src.coco["images"])
+    annotations = src.coco["annotations"]
+    kept = [a for a in annotations if not (via == "yolo" and a["iscrowd"])]  # YOLO has no crowd regions
+    assert sum(len(r.boxes) for r in again.records) == len(kept)
     original = _by_name(src)
     for record in again.records:
         expected = original[record.file_name]
@@ -99,6 +104,8 @@ def test_synthetic_round_trip_through_both(tmp_path, synthetic):
     voc = open_dataset(convert(yolo, "voc", tmp_path / "v", images="link"))
     final = open_dataset(convert(voc, "coco", tmp_path / "c", images="link"))
     assert final.class_names == synthetic.class_names
+    assert [r.file_name for r in final.records] == [image["file_name"] for image in synthetic.coco["images"]]
+    assert sum(len(r.boxes) for r in final.records) == len(synthetic.coco["annotations"])
     for a, b in zip(synthetic.records, final.records):
         _same_boxes(a, b)
 

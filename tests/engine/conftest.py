@@ -1,8 +1,11 @@
-"""A tiny run config on a tiny synthetic dataset, shared by the engine tests."""
+"""A tiny run config on a tiny synthetic dataset, and a checkpoint trained on it, shared by the
+engine tests."""
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from detkit.cli import main
 from detkit.data.synthetic import generate
 
 
@@ -45,3 +48,15 @@ def write_config(tmp_path, shapes):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, shapes):
+    """(config, weights): the tiny config trained one epoch by ``detkit train``, for the tests
+    that only read a checkpoint (evaluation, prediction, post-processing)."""
+    root = tmp_path_factory.mktemp("trained")
+    config = root / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(shapes, epochs=1, out=str(root / "run"))))
+    result = CliRunner().invoke(main, ["train", str(config)])
+    assert result.exit_code == 0, result.output
+    return config, root / "run" / "last.pth"

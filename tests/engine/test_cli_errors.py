@@ -1,9 +1,12 @@
-"""Bad configs and bad CLI input: one clear line, no traceback."""
+"""Bad configs and bad CLI input: one clear line, no traceback; eval and predict from a checkpoint."""
 
 import json
+from pathlib import Path
 
+import cv2
 import pytest
 import torch
+import torchvision
 import yaml
 from click.testing import CliRunner
 
@@ -57,10 +60,8 @@ def test_checkpoint_with_pickled_code_is_refused(write_config, tmp_path):
     assert "this must never run" not in result.output
 
 
-def test_eval_predict_and_postprocess_from_a_checkpoint(write_config, tmp_path, shapes):
-    config = write_config(epochs=1, out=str(tmp_path / "run"))
-    assert invoke("train", config).exit_code == 0
-    weights = tmp_path / "run" / "last.pth"
+def test_eval_predict_and_postprocess_from_a_checkpoint(trained, tmp_path, shapes):
+    config, weights = trained
     result = invoke("eval", config, "--weights", weights, "--postprocess", "{type: soft_nms, sigma: 0.5}",
                     "--json", tmp_path / "m.json")
     assert result.exit_code == 0, result.output
@@ -71,6 +72,66 @@ def test_eval_predict_and_postprocess_from_a_checkpoint(write_config, tmp_path, 
     assert len(list((tmp_path / "pred").glob("*.jpg"))) == 4
     predictions = json.loads((tmp_path / "pred" / "predictions.json").read_text())
     assert all({"image_id", "file_name", "category_id", "bbox", "score"} <= p.keys() for p in predictions)
+
+
+def largest_same_class_iou(predictions) -> float:
+    """The highest IoU between two detections of one class on one image (torchvision's box_iou)."""
+    groups = {}
+    for p in predictions:
+        x, y, w, h = p["bbox"]
+        groups.setdefault((p["image_id"], p["category_id"]), []).append([x, y, x + w, y + h])
+    largest = 0.0
+    for boxes in groups.values():
+        iou = torchvision.ops.box_iou(torch.tensor(boxes), torch.tensor(boxes)).fill_diagonal_(0)
+        largest = max(largest, iou.max().item())
+    return largest
+
+
+def test_set_postprocess_changes_the_detections(trained, tmp_path, shapes):
+    config, weights = trained
+    stats, predictions = {}, {}
+    for kind in ("nms", "soft_nms"):
+        override = f"model.postprocess.type={kind}"
+        result = invoke("eval", config, "--weights", weights, "--set", override, "--json", tmp_path / f"{kind}.json")
+        assert result.exit_code == 0, result.output
+        assert "Average Precision" in result.output
+        stats[kind] = json.loads((tmp_path / f"{kind}.json").read_text())
+        result = invoke("predict", config, shapes / "val" / "images", "--weights", weights, "--out", tmp_path / kind,
+                        "--set", override, "--score-threshold", "0.0")
+        assert result.exit_code == 0, result.output
+        predictions[kind] = json.loads((tmp_path / kind / "predictions.json").read_text())
+    assert stats["nms"] != stats["soft_nms"]
+    # NMS (IoU threshold 0.5) leaves no two boxes of a class overlapping more; Soft-NMS only lowers
+    # the scores of overlapping boxes, so some such pairs stay
+    assert 0 < largest_same_class_iou(predictions["nms"]) <= 0.5
+    assert largest_same_class_iou(predictions["soft_nms"]) > 0.5
+
+
+def test_predict_on_images_of_mixed_sizes(trained, tmp_path, shapes):
+    config, weights = trained
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    sizes = {"wide.png": (96, 128), "tall.jpg": (150, 90)}  # (height, width)
+    source = sorted((shapes / "val" / "images").glob("*.jpg"))[0]
+    for name, (height, width) in sizes.items():
+        cv2.imwrite(str(folder / name), cv2.resize(cv2.imread(str(source)), (width, height)))
+    result = invoke("predict", config, folder, "--weights", weights, "--out", tmp_path / "pred",
+                    "--score-threshold", "0.0")
+    assert result.exit_code == 0, result.output
+    for name, size in sizes.items():
+        assert cv2.imread(str(tmp_path / "pred" / (Path(name).stem + ".jpg"))).shape[:2] == size
+    predictions = json.loads((tmp_path / "pred" / "predictions.json").read_text())
+    assert {Path(p["file_name"]).name for p in predictions} == set(sizes)
+    reach = {name: [0.0, 0.0] for name in sizes}  # the furthest right and lowest box edge per image
+    for p in predictions:
+        name = Path(p["file_name"]).name
+        height, width = sizes[name]
+        x, y, w, h = p["bbox"]
+        assert x >= 0 and y >= 0 and w > 0 and h > 0, p
+        assert x + w <= width + 1e-3 and y + h <= height + 1e-3, (name, p["bbox"])
+        reach[name] = [max(reach[name][0], x + w), max(reach[name][1], y + h)]
+    # each image's boxes use its own size: they reach past the other image's width or height
+    assert reach["wide.png"][0] > sizes["tall.jpg"][1] and reach["tall.jpg"][1] > sizes["wide.png"][0]
 
 
 def test_help_reads_like_a_manual():
