@@ -26,6 +26,8 @@ from detkit.models.anchors import AnchorGenerator, octave_sizes
 from detkit.models.backbones.base import ShapeSpec
 from detkit.models.backbones.resnet import ResNet
 from detkit.models.detectors.faster_rcnn import FasterRCNN, FasterRCNNCriterion
+from detkit.models.detectors.retinanet import DenseCriterion, DenseDetector
+from detkit.models.heads.dense_heads import EfficientDetHead, RetinaHead
 from detkit.models.heads.density_head import DensityHead
 from detkit.models.heads.roi_heads import ConvFCHead, FastRCNNPredictor, RoIHeads, TwoMLPHead
 from detkit.models.heads.rpn import RPN, RPNHead
@@ -140,17 +142,23 @@ def build_roi_heads(config: Mapping[str, Any] | None, shapes: Mapping[str, Shape
                  density_head=density, suppressor=suppressor)
 
 
-def build_faster_rcnn(config: Mapping[str, Any], where: str = "model") -> FasterRCNN:
-    config = dict(config)
-    config.pop("type", None)
-    allowed = {"num_classes", "class_names", "backbone", "neck", "rpn", "roi_heads", "postprocess", "transform",
-               "criterion"}
+def _checked_detector_keys(config: Mapping[str, Any], allowed: set[str], where: str) -> int:
+    """The detector config's num_classes, after naming any key outside ``allowed``."""
     for key in config:
         if key not in allowed:
             raise unknown_key(key, allowed, where)
     num_classes = config.get("num_classes")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"{where}.num_classes must be a positive integer, got {num_classes!r}")
+    return num_classes
+
+
+def build_faster_rcnn(config: Mapping[str, Any], where: str = "model") -> FasterRCNN:
+    config = dict(config)
+    config.pop("type", None)
+    allowed = {"num_classes", "class_names", "backbone", "neck", "rpn", "roi_heads", "postprocess", "transform",
+               "criterion"}
+    num_classes = _checked_detector_keys(config, allowed, where)
     backbone = build_backbone(config.get("backbone") or {"type": "resnet"}, f"{where}.backbone")
     # no "neck" key: the standard FPN; "neck: null": none (the heads read backbone levels, e.g. C4)
     neck = build_neck(config.get("neck", {"type": "fpn"}), backbone.out_shapes, f"{where}.neck")
@@ -164,7 +172,94 @@ def build_faster_rcnn(config: Mapping[str, Any], where: str = "model") -> Faster
     return FasterRCNN(backbone, neck, rpn, roi_heads, transform, criterion, config.get("class_names"))
 
 
-DETECTORS = {"faster_rcnn": build_faster_rcnn}
+def _dense_common(config: dict, where: str, defaults: dict, head_factory) -> DenseDetector:
+    """RetinaNet and EfficientDet: backbone, neck, head, anchors, criterion, post-processing.
+
+    A part given in config is merged over the default part when both have the same type, so
+    ``backbone: {weights: DEFAULT}`` keeps the default backbone and only adds its weights."""
+    config = {**defaults, **config}
+    for key, default in defaults.items():
+        given = config[key]
+        if isinstance(default, dict) and isinstance(given, dict) and given.get("type", default.get("type")) == \
+                default.get("type"):
+            config[key] = {**default, **given}
+    config.pop("type", None)
+    name = config.pop("name")
+    allowed = {"num_classes", "class_names", "backbone", "neck", "head", "anchors", "in_levels", "postprocess",
+               "transform", "criterion", "score_threshold", "top_k", "detections_per_image"}
+    num_classes = _checked_detector_keys(config, allowed, where)
+    backbone = build_backbone(config["backbone"], f"{where}.backbone")
+    neck = build_neck(config["neck"], backbone.out_shapes, f"{where}.neck")
+    shapes = neck.out_shapes if neck is not None else backbone.out_shapes
+    levels = config.get("in_levels") or list(shapes)
+    missing = [lvl for lvl in levels if lvl not in shapes]
+    if missing:
+        raise ValueError(f"{where}.in_levels: {missing} are not among the features ({', '.join(shapes)})")
+    anchor_config = dict(config.get("anchors") or {})
+    unknown = set(anchor_config) - {"sizes", "aspect_ratios"}
+    if unknown:
+        raise unknown_key(sorted(unknown)[0], ["sizes", "aspect_ratios"], f"{where}.anchors")
+    # Lin et al.: 3 octave sizes from 4x the stride (32 px on P3 ... 512 px on P7) x 3 ratios: 9 per cell
+    sizes = anchor_config.get("sizes") or [octave_sizes(4.0 * shapes[lvl].stride) for lvl in levels]
+    anchors = AnchorGenerator(sizes, anchor_config.get("aspect_ratios") or (0.5, 1.0, 2.0))
+    channels = {shapes[lvl].channels for lvl in levels}
+    if len(channels) != 1:
+        raise ValueError(f"{where}.in_levels: the shared head needs equal channels, got {channels}")
+    head = head_factory(channels.pop(), anchors.num_anchors()[0], num_classes, dict(config.get("head") or {}),
+                        len(levels))
+    postprocess = build_suppressor(config.get("postprocess") or {"type": "nms", "iou_threshold": 0.5},
+                                   where=f"{where}.postprocess")
+    transform = _call(DetectionTransform, config.get("transform") or {}, f"{where}.transform")
+    criterion = _call(DenseCriterion, config.get("criterion") or {}, f"{where}.criterion")
+    fixed = {k: config[k] for k in ("score_threshold", "top_k", "detections_per_image") if k in config}
+    return DenseDetector(backbone, neck, head, anchors, levels, transform, criterion, suppressor=postprocess,
+                         class_names=config.get("class_names"), name=name, **fixed)
+
+
+def build_retinanet(config: Mapping[str, Any], where: str = "model") -> DenseDetector:
+    """RetinaNet: ResNet-50 (C3..C5) + FPN with P6, P7 + RetinaHead + focal loss, by default."""
+    defaults = {
+        "name": "retinanet",
+        "backbone": {"type": "resnet", "depth": 50, "out_levels": ["C3", "C4", "C5"]},
+        "neck": {"type": "fpn", "out_channels": 256, "extra": "p6p7"},
+    }
+
+    def head(channels, anchors, classes, arguments, levels):
+        return _call(RetinaHead, arguments, f"{where}.head", channels=channels, num_anchors=anchors,
+                     num_classes=classes)
+
+    return _dense_common({k: v for k, v in config.items() if k != "scale"}, where, defaults, head)
+
+
+def build_efficientdet(config: Mapping[str, Any], where: str = "model") -> DenseDetector:
+    """EfficientDet-D0..D7 (``scale: d0``): EfficientNet + BiFPN + EfficientDetHead, focal loss
+    with gamma 1.5 and smooth-L1 (beta 0.1) on the offsets, input resized to the scale's size."""
+    from detkit.models.necks.bifpn import EFFICIENTDET_SCALING
+
+    scale = str(config.get("scale", "d0"))
+    if scale not in EFFICIENTDET_SCALING:
+        raise unknown_choice(scale, EFFICIENTDET_SCALING, f"{where}.scale", "scale")
+    rule = EFFICIENTDET_SCALING[scale]
+    size = rule["image_size"]
+    defaults = {
+        "name": "efficientdet",
+        "backbone": {"type": "efficientnet", "variant": rule["backbone"], "out_levels": ["C3", "C4", "C5"]},
+        "neck": {"type": "bifpn", "width": rule["width"], "repeats": rule["repeats"],
+                 **({"attention": rule["attention"]} if "attention" in rule else {})},
+        "criterion": {"gamma": 1.5, "box_loss": "smooth_l1", "box_beta": 0.1},
+        "transform": {"min_size": size, "max_size": size, "size_divisible": 128},  # P7: stride 128
+        "detections_per_image": 100,
+    }
+
+    def head(channels, anchors, classes, arguments, levels):
+        arguments.setdefault("depth", rule["head_depth"])
+        return _call(EfficientDetHead, arguments, f"{where}.head", channels=channels, num_anchors=anchors,
+                     num_classes=classes, levels=levels)
+
+    return _dense_common({k: v for k, v in config.items() if k != "scale"}, where, defaults, head)
+
+
+DETECTORS = {"faster_rcnn": build_faster_rcnn, "retinanet": build_retinanet, "efficientdet": build_efficientdet}
 
 
 def build_model(config: Mapping[str, Any], where: str = "model"):

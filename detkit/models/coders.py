@@ -66,4 +66,4 @@ class BoxCoder:
         half_w = torch.tensor(0.5, dtype=offsets.dtype, device=offsets.device) * (torch.exp(dw) * widths[:, None])
         half_h = torch.tensor(0.5, dtype=offsets.dtype, device=offsets.device) * (torch.exp(dh) * heights[:, None])
         boxes = torch.stack((pred_x - half_w, pred_y - half_h, pred_x + half_w, pred_y + half_h), dim=2)
-        return boxes.reshape(offsets.shape[0], -1, 4)
+        return boxes.reshape(offsets.shape[0], offsets.shape[1] // 4, 4)

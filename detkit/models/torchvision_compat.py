@@ -1,7 +1,8 @@
 """torchvision's detection weights in detkit's models, and back.
 
 ``from_torchvision(name, state_dict)`` builds the detkit model that matches torchvision's
-builder ``name`` and loads the state dict into it; its detections equal torchvision's
+builder ``name`` (Faster R-CNN v1/v2, RetinaNet v1/v2) and loads the state dict into it;
+its detections equal torchvision's
 (tests/models/test_torchvision_compat.py). ``to_torchvision(model, name)`` gives the state
 dict back in torchvision's names, loadable into ``torchvision.models.detection.<name>()``.
 
@@ -11,8 +12,10 @@ dict back in torchvision's names, loadable into ``torchvision.models.detection.<
     model.set_postprocess({"type": "soft_nms"})   # torchvision's COCO model with Soft-NMS
 
 torchvision's COCO models have 91 classes with 0 the background and 1..90 COCO's category
-ids (some unused): detkit labels are the class index minus one, so a detkit label l is
-COCO category id l + 1; ``model.class_names`` holds torchvision's names.
+ids (some unused): detkit's Faster R-CNN labels are the class index minus one, so a detkit
+label l is COCO category id l + 1. RetinaNet has no background class but torchvision keeps the
+91 outputs (index 0 never trained): detkit keeps them too, so its labels equal torchvision's.
+``model.class_names`` holds torchvision's names.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from detkit.models.build import build_faster_rcnn
+from detkit.models.build import build_faster_rcnn, build_model
 
 # (torchvision key pattern, detkit replacement), applied in order; the inverse table is derived
 _COMMON = [
@@ -63,16 +66,54 @@ def _config(name: str, num_classes: int, norm: str) -> dict:
     }
 
 
-NAMES = ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2")
+_RETINANET = [
+    (r"^backbone\.body\.", "backbone."),
+    (r"^backbone\.fpn\.inner_blocks\.", "neck.lateral."),
+    (r"^backbone\.fpn\.layer_blocks\.", "neck.output."),
+    (r"^backbone\.fpn\.extra_blocks\.p([67])\.", r"neck.p\1."),
+    # torchvision < 0.13 heads: conv.0, conv.2, ... (conv, ReLU pairs) -> conv.0.0, conv.1.0, ...
+    (r"^head\.(classification|regression)_head\.conv\.([0246])\.(weight|bias)$",
+     lambda m: f"head.{m.group(1)}_head.conv.{int(m.group(2)) // 2}.0.{m.group(3)}"),
+    (r"^head\.classification_head\.conv\.", "head.classification.conv."),
+    (r"^head\.classification_head\.cls_logits\.", "head.classification.out."),
+    (r"^head\.regression_head\.conv\.", "head.regression.conv."),
+    (r"^head\.regression_head\.bbox_reg\.", "head.regression.out."),
+]
+
+NAMES = ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2", "retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2")
 
 
 def _rules(name: str):
     if name not in NAMES:
         raise ValueError(f"from_torchvision: unsupported builder {name!r} (supported: {', '.join(NAMES)})")
+    if name.startswith("retinanet"):
+        return _RETINANET
     return _COMMON + (_V2_BOX_HEAD if name.endswith("_v2") else [])
 
 
+def _retinanet_config(name: str, num_classes: int, norm: str) -> dict:
+    v2 = name.endswith("_v2")
+    return {
+        "type": "retinanet",
+        "num_classes": num_classes,  # torchvision's 91 sigmoid outputs, index 0 included: labels equal its own
+        "backbone": {"type": "resnet", "depth": 50, "out_levels": ["C3", "C4", "C5"], "norm": norm,
+                     "frozen_stages": -1 if norm == "bn" else 1},
+        "neck": {"type": "fpn", "out_channels": 256, "extra": "p6p7", "extra_from": "input" if v2 else "output"},
+        "head": {"norm": v2},
+        # torchvision truncates the octave sizes to whole pixels
+        "anchors": {"sizes": [[x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))] for x in (32, 64, 128, 256, 512)],
+                    "aspect_ratios": [0.5, 1.0, 2.0]},
+        "criterion": {"box_loss": "giou" if v2 else "l1"},
+        "postprocess": {"type": "nms", "iou_threshold": 0.5},
+        "transform": {"min_size": 800, "max_size": 1333},
+        "score_threshold": 0.05,
+        "top_k": 1000,
+        "detections_per_image": 300,
+    }
+
+
 def _rename(key: str, rules) -> str:
+    """Apply the rules in order (a rule's replacement may be a string or a function of the match)."""
     for pattern, replacement in rules:
         key = re.sub(pattern, replacement, key)
     return key
@@ -81,9 +122,14 @@ def _rename(key: str, rules) -> str:
 def _class_names(name: str, num_classes: int) -> list[str] | None:
     import torchvision.models.detection as tvd
 
-    enum = tvd.FasterRCNN_ResNet50_FPN_V2_Weights if name.endswith("_v2") else tvd.FasterRCNN_ResNet50_FPN_Weights
-    categories = enum.COCO_V1.meta["categories"]
-    return list(categories[1:]) if len(categories) - 1 == num_classes else None
+    enums = {"fasterrcnn_resnet50_fpn": tvd.FasterRCNN_ResNet50_FPN_Weights,
+             "fasterrcnn_resnet50_fpn_v2": tvd.FasterRCNN_ResNet50_FPN_V2_Weights,
+             "retinanet_resnet50_fpn": tvd.RetinaNet_ResNet50_FPN_Weights,
+             "retinanet_resnet50_fpn_v2": tvd.RetinaNet_ResNet50_FPN_V2_Weights}
+    categories = list(enums[name].COCO_V1.meta["categories"])
+    if name.startswith("retinanet"):
+        return categories if len(categories) == num_classes else None
+    return categories[1:] if len(categories) - 1 == num_classes else None
 
 
 def from_torchvision(name: str, state_dict: Mapping[str, Tensor]) -> nn.Module:
@@ -97,12 +143,18 @@ def from_torchvision(name: str, state_dict: Mapping[str, Tensor]) -> nn.Module:
         ValueError: an unsupported name, or weights that do not fit (naming the keys).
     """
     rules = _rules(name)
-    key = "roi_heads.box_predictor.cls_score.weight"
+    retinanet = name.startswith("retinanet")
+    key = "head.classification_head.cls_logits.bias" if retinanet else "roi_heads.box_predictor.cls_score.weight"
     if key not in state_dict:
         raise ValueError(f"from_torchvision: not a {name} state dict (no {key})")
-    num_classes = state_dict[key].shape[0] - 1
     batch_norm = any(k.startswith("backbone.body.") and k.endswith("num_batches_tracked") for k in state_dict)
-    model = build_faster_rcnn(_config(name, num_classes, "bn" if batch_norm else "frozen_bn"))
+    norm = "bn" if batch_norm else "frozen_bn"
+    if retinanet:
+        num_classes = state_dict[key].shape[0] // 9
+        model = build_model(_retinanet_config(name, num_classes, norm))
+    else:
+        num_classes = state_dict[key].shape[0] - 1
+        model = build_faster_rcnn(_config(name, num_classes, norm))
     model.class_names = _class_names(name, num_classes) or model.class_names
     load_checked(model, {_rename(k, rules): v for k, v in state_dict.items()}, f"from_torchvision({name!r})")
     return model
@@ -121,7 +173,10 @@ def to_torchvision(model: nn.Module, name: str) -> dict[str, Tensor]:
 def _torchvision_keys(name: str, model: nn.Module) -> list[str]:
     import torchvision.models.detection as tvd
 
-    num_classes = model.roi_heads.predictor.cls_score.out_features
+    if name.startswith("retinanet"):
+        num_classes = model.head.num_classes
+    else:
+        num_classes = model.roi_heads.predictor.cls_score.out_features
     norm = "frozen" if not isinstance(model.backbone.bn1, nn.BatchNorm2d) else "bn"
     kwargs = {"weights": None, "weights_backbone": None, "num_classes": num_classes}
     reference = getattr(tvd, name)(**kwargs)

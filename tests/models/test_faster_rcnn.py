@@ -5,10 +5,8 @@ import copy
 import pytest
 import torch
 
-from detkit.data import DetectionDataset, open_dataset
-from detkit.data.synthetic import generate
-from detkit.evaluation import detections_to_results, evaluate
 from detkit.models import build_model
+from tests.models.conftest import ap50
 
 TINY = {
     "type": "faster_rcnn",
@@ -41,24 +39,6 @@ def test_c4_rpn_on_a_single_map():
     with torch.no_grad():
         out = model([torch.rand(3, 100, 120)])
     assert set(out[0]) == {"boxes", "scores", "labels"}
-
-
-@pytest.fixture(scope="module")
-def handful(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("handful")
-    generate(folder, 4, seed=11, size=128)
-    index = open_dataset(folder)
-    dataset = DetectionDataset(index)
-    images, targets = zip(*(dataset[i] for i in range(len(dataset))))
-    return index, list(images), list(targets)
-
-
-def ap50(model, index, images, targets):
-    model.eval()
-    with torch.no_grad():
-        detections = model(images)
-    results = detections_to_results([(t["image_id"], d) for t, d in zip(targets, detections)], index.category_ids)
-    return evaluate(index, results).stats["AP50"]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""torchvision's Faster R-CNN weights in detkit: the same proposals and detections, and back."""
+"""torchvision's Faster R-CNN and RetinaNet weights in detkit: the same proposals, detections and
+losses, and back."""
 
 import pytest
 import torch
@@ -6,7 +7,9 @@ import torchvision
 
 from detkit.models import from_torchvision, to_torchvision
 
-NAMES = ["fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2"]
+FASTER_RCNN = ["fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2"]
+RETINANET = ["retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2"]
+NAMES = FASTER_RCNN + RETINANET
 SIZES = [(200, 300), (181, 243), (320, 160)]  # several sizes and aspect ratios, batched together
 
 
@@ -22,13 +25,18 @@ def canonical(boxes: torch.Tensor, scores: torch.Tensor | None = None, labels: t
 @pytest.fixture(scope="module", params=NAMES)
 def pair(request):
     torch.manual_seed(0)
-    # random weights; a score threshold of 0 keeps 100 detections per image to compare (at the
-    # default 0.05 a random classifier, all ~1/91, would give none)
+    # random weights; a score threshold of 0 keeps a full set of detections per image to compare
+    # (at the default 0.05 a random classifier, all ~1/91 or ~0.01, would give none)
+    retinanet = request.param in RETINANET
+    threshold = {"score_thresh": 0.0} if retinanet else {"box_score_thresh": 0.0}
     reference = getattr(torchvision.models.detection, request.param)(
-        weights=None, weights_backbone=None, box_score_thresh=0.0, min_size=320, max_size=512
+        weights=None, weights_backbone=None, min_size=320, max_size=512, **threshold
     ).eval()
     model = from_torchvision(request.param, reference.state_dict()).eval()
-    model.roi_heads.score_threshold = 0.0
+    if retinanet:
+        model.score_threshold = 0.0
+    else:
+        model.roi_heads.score_threshold = 0.0
     model.transform.min_size, model.transform.max_size = (320,), 512
     images = [torch.rand(3, h, w, generator=torch.Generator().manual_seed(h)) for h, w in SIZES]
     return request.param, reference, model, images
@@ -38,15 +46,19 @@ def test_detections_agree(pair):
     name, reference, model, images = pair
     with torch.no_grad():
         expected, actual = reference(images), model(images)
+    # detkit's Faster R-CNN labels are torchvision's class index - 1 (torchvision's 0 is the
+    # background); RetinaNet has no background class and keeps torchvision's labels
+    shift = 0 if name in RETINANET else 1
     for e, a in zip(expected, actual):
-        assert len(e["boxes"]) == len(a["boxes"]) == 100
-        ie, ia = canonical(e["boxes"], e["scores"], e["labels"]), canonical(a["boxes"], a["scores"], a["labels"] + 1)
+        assert len(e["boxes"]) == len(a["boxes"]) == (300 if name in RETINANET else 100)
+        ie = canonical(e["boxes"], e["scores"], e["labels"])
+        ia = canonical(a["boxes"], a["scores"], a["labels"] + shift)
         assert torch.allclose(e["boxes"][ie], a["boxes"][ia], atol=1e-3, rtol=0)
         assert torch.allclose(e["scores"][ie], a["scores"][ia], atol=1e-5, rtol=0)
-        # detkit's labels are torchvision's class index - 1 (torchvision's 0 is the background)
-        assert torch.equal(e["labels"][ie], a["labels"][ia] + 1)
+        assert torch.equal(e["labels"][ie], a["labels"][ia] + shift)
 
 
+@pytest.mark.parametrize("pair", FASTER_RCNN, indirect=True)
 def test_proposals_agree(pair):
     name, reference, model, images = pair
     with torch.no_grad():
@@ -81,5 +93,26 @@ def test_weights_of_another_architecture_are_named():
     with pytest.raises(ValueError, match=r"do not fit this model: \d+ missing: neck.lateral.0.0.bias.*; \d+ unexpected: "
                                          r"neck.lateral.0.1.weight"):
         from_torchvision("fasterrcnn_resnet50_fpn", state)
-    with pytest.raises(ValueError, match="unsupported builder 'retinanet_resnet50_fpn'"):
+    with pytest.raises(ValueError, match="unsupported builder 'ssd300_vgg16'"):
+        from_torchvision("ssd300_vgg16", state)
+    with pytest.raises(ValueError, match=r"not a retinanet_resnet50_fpn state dict"):
         from_torchvision("retinanet_resnet50_fpn", state)
+
+
+@pytest.mark.parametrize("name", RETINANET)
+def test_retinanet_training_losses_agree(name):
+    # the same weights, images and targets give torchvision's focal and box losses (L1 for v1,
+    # GIoU for v2): matching, encoding and normalisation are the same
+    torch.manual_seed(1)
+    reference = getattr(torchvision.models.detection, name)(
+        weights=None, weights_backbone=None, min_size=256, max_size=384).train()
+    model = from_torchvision(name, reference.state_dict()).train()
+    model.transform.min_size, model.transform.max_size = (256,), 384
+    images = [torch.rand(3, h, w, generator=torch.Generator().manual_seed(h)) for h, w in [(200, 300), (240, 180)]]
+    targets = [{"boxes": torch.tensor([[10.0, 20.0, 120.0, 150.0], [100.0, 30.0, 180.0, 90.0]]),
+                "labels": torch.tensor([3, 17])},
+               {"boxes": torch.tensor([[5.0, 5.0, 60.0, 200.0]]), "labels": torch.tensor([1])}]
+    expected = reference(images, [dict(t) for t in targets])
+    actual = model(images, [dict(t) for t in targets])
+    assert actual["classification"].item() == pytest.approx(expected["classification"].item(), rel=1e-5)
+    assert actual["box_regression"].item() == pytest.approx(expected["bbox_regression"].item(), rel=1e-5)

@@ -1,0 +1,143 @@
+"""Heads of one-stage dense detectors: per anchor of every level, class logits and box offsets.
+
+Shorthand: N images; A anchors per cell; K classes (sigmoid outputs, no background); H, W a
+level's size; T all anchors of an image.
+
+``RetinaHead`` (Lin et al., ICCV 2017): a classification subnet and a box subnet, each four
+3x3 convs with ReLU (optionally GroupNorm) and a 3x3 output conv, shared across levels. The
+classification output's bias starts at -log((1 - pi) / pi), pi = 0.01, so every anchor first
+predicts background with probability 0.99 and the focal loss is not swamped by the easy
+negatives at the start. ``EfficientDetHead`` (Tan et al., CVPR 2020): the same two subnets of
+depthwise-separable convs with swish, weights shared across levels but a BatchNorm per level.
+Both can add a density subnet (A outputs) for Adaptive-NMS.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+PRIOR_PROBABILITY = 0.01  # Lin et al.: the initial foreground probability of every anchor
+
+
+def prior_bias(probability: float = PRIOR_PROBABILITY) -> float:
+    return -math.log((1 - probability) / probability)
+
+
+def flatten_anchors(x: Tensor, per_anchor: int) -> Tensor:
+    """(N, A * C, H, W) -> (N, H * W * A, C), the anchors' order (cell-major, then anchor)."""
+    n, _, h, w = x.shape
+    return x.view(n, -1, per_anchor, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, per_anchor)
+
+
+class RetinaSubnet(nn.Module):
+    """Four 3x3 convs (+ GroupNorm(32) when ``norm``) with ReLU, then a 3x3 conv to ``outputs`` channels."""
+
+    def __init__(self, channels: int, outputs: int, depth: int = 4, norm: bool = False, bias: float = 0.0):
+        super().__init__()
+        self.conv = nn.Sequential(
+            *(
+                nn.Sequential(
+                    nn.Conv2d(channels, channels, 3, padding=1, bias=not norm),
+                    *([nn.GroupNorm(32, channels)] if norm else []),
+                    nn.ReLU(inplace=True),
+                )
+                for _ in range(depth)
+            )
+        )
+        self.out = nn.Conv2d(channels, outputs, 3, padding=1)
+        for layer in self.modules():
+            if isinstance(layer, nn.Conv2d):
+                nn.init.normal_(layer.weight, std=0.01)
+                if layer.bias is not None:
+                    nn.init.constant_(layer.bias, 0)
+        nn.init.constant_(self.out.bias, bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.conv(x))
+
+
+class RetinaHead(nn.Module):
+    """Args:
+        channels: input channels of every level.
+        num_anchors: A.
+        num_classes: K.
+        depth: convs per subnet (4).
+        norm: GroupNorm in the subnets (torchvision's retinanet_resnet50_fpn_v2).
+        density: add the Adaptive-NMS density subnet.
+    """
+
+    def __init__(self, channels: int, num_anchors: int, num_classes: int, depth: int = 4, norm: bool = False,
+                 density: bool = False):
+        super().__init__()
+        self.num_classes = num_classes
+        self.classification = RetinaSubnet(channels, num_anchors * num_classes, depth, norm, prior_bias())
+        self.regression = RetinaSubnet(channels, num_anchors * 4, depth, norm)
+        self.density = RetinaSubnet(channels, num_anchors, depth, norm) if density else None
+
+    def forward(self, features: list[Tensor]) -> dict[str, Tensor]:
+        """Per anchor of all levels: "logits" (N, T, K), "deltas" (N, T, 4), ("densities" (N, T))."""
+        out = {
+            "logits": torch.cat([flatten_anchors(self.classification(f), self.num_classes) for f in features], 1),
+            "deltas": torch.cat([flatten_anchors(self.regression(f), 4) for f in features], 1),
+        }
+        if self.density is not None:
+            out["densities"] = torch.cat([flatten_anchors(torch.sigmoid(self.density(f)), 1) for f in features],
+                                         1).squeeze(2)
+        return out
+
+
+class SeparableConv(nn.Sequential):
+    """Depthwise 3x3 then pointwise 1x1 (EfficientDet's building block)."""
+
+    def __init__(self, channels: int, outputs: int, bias: bool = True):
+        super().__init__(nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
+                         nn.Conv2d(channels, outputs, 1, bias=bias))
+
+
+class EfficientDetSubnet(nn.Module):
+    """``depth`` separable convs shared across levels, each followed by a per-level BatchNorm and
+    swish, then a separable output conv."""
+
+    def __init__(self, channels: int, outputs: int, depth: int, levels: int, bias: float = 0.0):
+        super().__init__()
+        self.convs = nn.ModuleList(SeparableConv(channels, channels, bias=False) for _ in range(depth))
+        self.norms = nn.ModuleList(
+            nn.ModuleList(nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01) for _ in range(depth)) for _ in range(levels)
+        )
+        self.out = SeparableConv(channels, outputs)
+        nn.init.constant_(self.out[1].bias, bias)
+
+    def forward(self, x: Tensor, level: int) -> Tensor:
+        for conv, norm in zip(self.convs, self.norms[level]):
+            x = nn.functional.silu(norm(conv(x)))
+        return self.out(x)
+
+
+class EfficientDetHead(nn.Module):
+    """Args:
+        channels: the BiFPN width; num_anchors: A; num_classes: K; depth: convs per subnet
+        (3 for D0..D2, 4 for D3..D5, 5 for D6..D7); levels: pyramid levels (5);
+        density: add the Adaptive-NMS density subnet.
+    """
+
+    def __init__(self, channels: int, num_anchors: int, num_classes: int, depth: int = 3, levels: int = 5,
+                 density: bool = False):
+        super().__init__()
+        self.num_classes = num_classes
+        self.classification = EfficientDetSubnet(channels, num_anchors * num_classes, depth, levels, prior_bias())
+        self.regression = EfficientDetSubnet(channels, num_anchors * 4, depth, levels)
+        self.density = EfficientDetSubnet(channels, num_anchors, depth, levels) if density else None
+
+    def forward(self, features: list[Tensor]) -> dict[str, Tensor]:
+        out = {
+            "logits": torch.cat([flatten_anchors(self.classification(f, i), self.num_classes)
+                                 for i, f in enumerate(features)], 1),
+            "deltas": torch.cat([flatten_anchors(self.regression(f, i), 4) for i, f in enumerate(features)], 1),
+        }
+        if self.density is not None:
+            out["densities"] = torch.cat([flatten_anchors(torch.sigmoid(self.density(f, i)), 1)
+                                          for i, f in enumerate(features)], 1).squeeze(2)
+        return out
