@@ -10,10 +10,14 @@ import textwrap
 
 import pytest
 import torch
+import yaml
+from click.testing import CliRunner
 
 from detkit.checkpoints import load_weights
+from detkit.cli import main
 from detkit.config import load_config
 from detkit.engine import NonFiniteLoss, train
+from tests.engine.conftest import tiny_config
 
 # runs `detkit train` in this interpreter after wrapping save_atomic: SIGKILL the process right
 # after the Nth write of last.pth (KILL_AFTER) or in the middle of writing it (KILL_DURING)
@@ -192,3 +196,31 @@ def test_ema_run_evaluates_the_average(tmp_path, write_config):
     last = load_weights(tmp_path / "ema" / "last.pth")
     assert last["ema"] is not None and result.evaluation is not None
     assert not torch.equal(best["rpn.head.objectness.weight"], last["model"]["rpn.head.objectness.weight"])
+
+
+ONE_STAGE = {
+    "retinanet": {"type": "retinanet", "backbone": {"type": "resnet", "depth": 18, "frozen_stages": -1, "norm": "bn",
+                                                    "out_levels": ["C3", "C4", "C5"]},
+                  "neck": {"type": "fpn", "out_channels": 32, "extra": "p6p7"}, "head": {"depth": 1},
+                  "transform": {"min_size": 96, "max_size": 96}},
+    "efficientdet": {"type": "efficientdet", "scale": "d0", "neck": {"width": 32, "repeats": 1},
+                     "head": {"depth": 1, "density": True},
+                     "transform": {"min_size": 96, "max_size": 96, "size_divisible": 128}},
+}
+
+
+@pytest.mark.parametrize("kind", list(ONE_STAGE))
+def test_one_stage_detectors_train_and_evaluate_from_a_config(kind, tmp_path, shapes):
+    config = tiny_config(shapes, epochs=1, out=str(tmp_path / kind))
+    config["model"] = ONE_STAGE[kind]
+    path = tmp_path / f"{kind}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = train(load_config(path), progress=False)
+    assert result.evaluation is not None and 0 <= result.evaluation.stats["AP"] <= 1
+    weights = tmp_path / kind / "last.pth"
+    postprocess = "{type: adaptive_nms}" if kind == "efficientdet" else "{type: soft_nms}"
+    out = tmp_path / "metrics.json"
+    evaluated = CliRunner().invoke(main, ["eval", str(path), "--weights", str(weights), "--postprocess", postprocess,
+                                          "--json", str(out)])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert set(json.loads(out.read_text())) >= {"AP", "AP50", "AR100"}

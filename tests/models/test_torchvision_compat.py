@@ -116,3 +116,20 @@ def test_retinanet_training_losses_agree(name):
     actual = model(images, [dict(t) for t in targets])
     assert actual["classification"].item() == pytest.approx(expected["classification"].item(), rel=1e-5)
     assert actual["box_regression"].item() == pytest.approx(expected["bbox_regression"].item(), rel=1e-5)
+
+
+def test_retinanet_checkpoints_from_before_torchvision_0_13_load():
+    # old heads were Sequential(conv, ReLU, conv, ReLU, ...): keys conv.0, conv.2, conv.4, conv.6
+    reference = torchvision.models.detection.retinanet_resnet50_fpn(weights=None, weights_backbone=None)
+    state = {k: v for k, v in reference.state_dict().items() if not k.endswith("num_batches_tracked")}
+    old = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[:2] in (["head", "classification_head"], ["head", "regression_head"]) and parts[2] == "conv":
+            key = ".".join(parts[:3] + [str(2 * int(parts[3]))] + parts[5:])  # conv.i.0.weight -> conv.(2i).weight
+        old[key] = value
+    assert "head.classification_head.conv.6.weight" in old
+    model = from_torchvision("retinanet_resnet50_fpn", old)
+    assert torch.equal(model.head.classification.conv[3][0].weight, state["head.classification_head.conv.3.0.weight"])
+    assert isinstance(model.backbone.bn1, torchvision.ops.FrozenBatchNorm2d)  # COCO weights: frozen BatchNorm
+    assert model.class_names[1] == "person" and len(model.class_names) == 91
