@@ -9,6 +9,7 @@ its trained RPN weights line up with detkit's anchors.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -76,3 +77,58 @@ class AnchorGenerator(nn.Module):
             base = base.to(dtype=dtype, device=device)
             anchors.append((shifts.view(-1, 1, 4) + base.view(1, -1, 4)).reshape(-1, 4))  # (HW, A, 4) -> (HWA, 4)
         return anchors
+
+
+class DefaultBoxes(nn.Module):
+    """SSD's default boxes (Liu et al., ECCV 2016, section 2.2), torchvision's arithmetic and order.
+
+    On level k, a cell gets a box of scale s_k and one of sqrt(s_k s_{k+1}) at aspect ratio 1,
+    then, for each ratio r of the level, a w x h = s_k sqrt(r) x s_k / sqrt(r) box and its
+    transpose: 2 + 2 len(ratios) boxes per cell. Scales are fractions of the image side; box
+    centres are ((i + 0.5) * step / size) of the image.
+
+    Args:
+        aspect_ratios: per level, the ratios besides 1 (SSD300: [2], [2, 3], [2, 3], [2, 3], [2], [2]).
+        scales: one more than the levels (SSD300: 0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05).
+        steps: per level, input pixels between cell centres (SSD300: 8, 16, 32, 64, 100, 300).
+        clip: clip widths and heights (as fractions) to [0, 1].
+    """
+
+    def __init__(self, aspect_ratios: Sequence[Sequence[float]], scales: Sequence[float], steps: Sequence[int],
+                 clip: bool = True):
+        super().__init__()
+        if len(scales) != len(aspect_ratios) + 1 or len(steps) != len(aspect_ratios):
+            raise ValueError(f"default boxes: {len(aspect_ratios)} levels need {len(aspect_ratios) + 1} scales and "
+                             f"{len(aspect_ratios)} steps, got {len(scales)} and {len(steps)}")
+        self.aspect_ratios = [tuple(level) for level in aspect_ratios]
+        self.scales, self.steps, self.clip = [float(s) for s in scales], [int(s) for s in steps], clip
+        self.sizes = []  # per level, Tensor[A, 2]: (w, h) as fractions of the image
+        for k, ratios in enumerate(self.aspect_ratios):
+            s_k, s_next = self.scales[k], self.scales[k + 1]
+            pairs = [[s_k, s_k], [math.sqrt(s_k * s_next)] * 2]
+            for r in ratios:
+                pairs += [[s_k * math.sqrt(r), s_k / math.sqrt(r)], [s_k / math.sqrt(r), s_k * math.sqrt(r)]]
+            sizes = torch.tensor(pairs, dtype=torch.float32)
+            self.sizes.append(sizes.clamp(0, 1) if clip else sizes)
+
+    def num_anchors(self) -> list[int]:
+        """Boxes per cell, per level."""
+        return [len(s) for s in self.sizes]
+
+    def forward(self, image_size: Sequence[int], feature_sizes: Sequence[Sequence[int]], dtype, device) -> list[Tensor]:
+        """Default boxes of each level, Tensor[H * W * A, 4] xyxy in input pixels (cell-major, then box)."""
+        if len(feature_sizes) != len(self.sizes):
+            raise ValueError(f"default boxes: {len(self.sizes)} levels configured, {len(feature_sizes)} maps given")
+        image_h, image_w = int(image_size[0]), int(image_size[1])
+        scale = torch.tensor([image_w, image_h], dtype=dtype, device=device)
+        boxes = []
+        for (height, width), sizes, step in zip(feature_sizes, self.sizes, self.steps):
+            xs = ((torch.arange(0, width) + 0.5) / (image_w / step)).to(dtype)
+            ys = ((torch.arange(0, height) + 0.5) / (image_h / step)).to(dtype)
+            cy, cx = torch.meshgrid(ys, xs, indexing="ij")
+            # (H*W, 2) centres x (A, 2) sizes -> (H*W*A, 2) each
+            centres = torch.stack((cx.reshape(-1), cy.reshape(-1)), dim=1).repeat_interleave(len(sizes), dim=0)
+            wh = sizes.to(dtype).repeat(height * width, 1)
+            centres, wh = centres.to(device), wh.to(device)
+            boxes.append(torch.cat(((centres - 0.5 * wh) * scale, (centres + 0.5 * wh) * scale), dim=1))
+        return boxes

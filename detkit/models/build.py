@@ -22,15 +22,17 @@ from typing import Any, Mapping
 from torchvision.ops import MultiScaleRoIAlign
 
 from detkit.config import unknown_choice, unknown_key
-from detkit.models.anchors import AnchorGenerator, octave_sizes
+from detkit.models.anchors import AnchorGenerator, DefaultBoxes, octave_sizes
 from detkit.models.backbones.base import ShapeSpec
 from detkit.models.backbones.resnet import ResNet
 from detkit.models.detectors.faster_rcnn import FasterRCNN, FasterRCNNCriterion
 from detkit.models.detectors.retinanet import DenseCriterion, DenseDetector
+from detkit.models.detectors.ssd import SSD, SSDCriterion
 from detkit.models.heads.dense_heads import EfficientDetHead, RetinaHead
 from detkit.models.heads.density_head import DensityHead
 from detkit.models.heads.roi_heads import ConvFCHead, FastRCNNPredictor, RoIHeads, TwoMLPHead
 from detkit.models.heads.rpn import RPN, RPNHead
+from detkit.models.heads.ssd_head import SSDHead
 from detkit.models.necks.fpn import FPN
 from detkit.models.transform import DetectionTransform
 from detkit.ops import build_suppressor
@@ -65,13 +67,19 @@ def _efficientnet():
     return EfficientNet
 
 
+def _vgg16_ssd():
+    from detkit.models.backbones.vgg import VGG16SSD
+
+    return VGG16SSD
+
+
 def _bifpn():
     from detkit.models.necks.bifpn import BiFPN
 
     return BiFPN
 
 
-BACKBONES = {"resnet": lambda: ResNet, "efficientnet": _efficientnet}
+BACKBONES = {"resnet": lambda: ResNet, "efficientnet": _efficientnet, "vgg16_ssd": _vgg16_ssd}
 NECKS = {"fpn": lambda: FPN, "bifpn": _bifpn}
 
 
@@ -259,7 +267,48 @@ def build_efficientdet(config: Mapping[str, Any], where: str = "model") -> Dense
     return _dense_common({k: v for k, v in config.items() if k != "scale"}, where, defaults, head)
 
 
-DETECTORS = {"faster_rcnn": build_faster_rcnn, "retinanet": build_retinanet, "efficientdet": build_efficientdet}
+# SSD300's default boxes (Liu et al., section 2.2, as torchvision trains them): 8,732 boxes at 300 px
+SSD300_DEFAULT_BOXES = {"aspect_ratios": [[2], [2, 3], [2, 3], [2, 3], [2], [2]],
+                        "scales": [0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05], "steps": [8, 16, 32, 64, 100, 300]}
+
+
+def build_ssd(config: Mapping[str, Any], where: str = "model") -> SSD:
+    """SSD300: VGG-16 with its extra layers, 6 maps, 4 or 6 default boxes per cell, by default.
+    Any backbone (and neck) works with default boxes configured for its levels, e.g. ResNet +
+    FPN P3..P7 with ``anchors: {aspect_ratios: [[2], [2], [2], [2], [2]], scales: [6 values],
+    steps: [8, 16, 32, 64, 128]}``."""
+    config = dict(config)
+    config.pop("type", None)
+    allowed = {"num_classes", "class_names", "backbone", "neck", "anchors", "in_levels", "postprocess", "transform",
+               "criterion", "score_threshold", "top_k", "detections_per_image"}
+    num_classes = _checked_detector_keys(config, allowed, where)
+    backbone = build_backbone(config.get("backbone") or {"type": "vgg16_ssd"}, f"{where}.backbone")
+    neck = build_neck(config.get("neck"), backbone.out_shapes, f"{where}.neck")
+    shapes = neck.out_shapes if neck is not None else backbone.out_shapes
+    levels = config.get("in_levels") or list(shapes)
+    missing = [lvl for lvl in levels if lvl not in shapes]
+    if missing:
+        raise ValueError(f"{where}.in_levels: {missing} are not among the features ({', '.join(shapes)})")
+    anchors = _call(DefaultBoxes, {**SSD300_DEFAULT_BOXES, **(config.get("anchors") or {})}, f"{where}.anchors")
+    if len(anchors.num_anchors()) != len(levels):
+        raise ValueError(f"{where}.anchors: {len(anchors.num_anchors())} levels of default boxes for "
+                         f"{len(levels)} feature maps ({', '.join(levels)})")
+    head = SSDHead([shapes[lvl].channels for lvl in levels], anchors.num_anchors(), num_classes)
+    transform = None
+    if config.get("transform"):
+        defaults = {"min_size": 300, "max_size": 300, "mean": (0.48235, 0.45882, 0.40784), "std": (1 / 255.0,) * 3,
+                    "size_divisible": 1, "fixed_size": (300, 300)}
+        transform = _call(DetectionTransform, {**defaults, **config["transform"]}, f"{where}.transform")
+    postprocess = config.get("postprocess") or {"type": "nms", "iou_threshold": 0.45}
+    build_suppressor(postprocess, where=f"{where}.postprocess")
+    criterion = _call(SSDCriterion, config.get("criterion") or {}, f"{where}.criterion")
+    fixed = {k: config[k] for k in ("score_threshold", "top_k", "detections_per_image") if k in config}
+    return SSD(backbone, head, anchors, levels, transform, criterion, neck=neck, suppressor=postprocess,
+               class_names=config.get("class_names"), **fixed)
+
+
+DETECTORS = {"faster_rcnn": build_faster_rcnn, "retinanet": build_retinanet, "efficientdet": build_efficientdet,
+             "ssd": build_ssd}
 
 
 def build_model(config: Mapping[str, Any], where: str = "model"):

@@ -1,7 +1,7 @@
 """torchvision's detection weights in detkit's models, and back.
 
 ``from_torchvision(name, state_dict)`` builds the detkit model that matches torchvision's
-builder ``name`` (Faster R-CNN v1/v2, RetinaNet v1/v2) and loads the state dict into it;
+builder ``name`` (Faster R-CNN v1/v2, RetinaNet v1/v2, SSD300-VGG16) and loads the state dict into it;
 its detections equal torchvision's
 (tests/models/test_torchvision_compat.py). ``to_torchvision(model, name)`` gives the state
 dict back in torchvision's names, loadable into ``torchvision.models.detection.<name>()``.
@@ -12,7 +12,7 @@ dict back in torchvision's names, loadable into ``torchvision.models.detection.<
     model.set_postprocess({"type": "soft_nms"})   # torchvision's COCO model with Soft-NMS
 
 torchvision's COCO models have 91 classes with 0 the background and 1..90 COCO's category
-ids (some unused): detkit's Faster R-CNN labels are the class index minus one, so a detkit
+ids (some unused): detkit's Faster R-CNN and SSD labels are the class index minus one, so a detkit
 label l is COCO category id l + 1. RetinaNet has no background class but torchvision keeps the
 91 outputs (index 0 never trained): detkit keeps them too, so its labels equal torchvision's.
 ``model.class_names`` holds torchvision's names.
@@ -80,7 +80,13 @@ _RETINANET = [
     (r"^head\.regression_head\.bbox_reg\.", "head.regression.out."),
 ]
 
-NAMES = ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2", "retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2")
+_SSD = [
+    (r"^head\.classification_head\.module_list\.", "head.classification."),
+    (r"^head\.regression_head\.module_list\.", "head.regression."),
+]
+
+NAMES = ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2", "retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2",
+         "ssd300_vgg16")
 
 
 def _rules(name: str):
@@ -88,6 +94,8 @@ def _rules(name: str):
         raise ValueError(f"from_torchvision: unsupported builder {name!r} (supported: {', '.join(NAMES)})")
     if name.startswith("retinanet"):
         return _RETINANET
+    if name == "ssd300_vgg16":
+        return _SSD
     return _COMMON + (_V2_BOX_HEAD if name.endswith("_v2") else [])
 
 
@@ -125,7 +133,8 @@ def _class_names(name: str, num_classes: int) -> list[str] | None:
     enums = {"fasterrcnn_resnet50_fpn": tvd.FasterRCNN_ResNet50_FPN_Weights,
              "fasterrcnn_resnet50_fpn_v2": tvd.FasterRCNN_ResNet50_FPN_V2_Weights,
              "retinanet_resnet50_fpn": tvd.RetinaNet_ResNet50_FPN_Weights,
-             "retinanet_resnet50_fpn_v2": tvd.RetinaNet_ResNet50_FPN_V2_Weights}
+             "retinanet_resnet50_fpn_v2": tvd.RetinaNet_ResNet50_FPN_V2_Weights,
+             "ssd300_vgg16": tvd.SSD300_VGG16_Weights}
     categories = list(enums[name].COCO_V1.meta["categories"])
     if name.startswith("retinanet"):
         return categories if len(categories) == num_classes else None
@@ -145,6 +154,8 @@ def from_torchvision(name: str, state_dict: Mapping[str, Tensor]) -> nn.Module:
     rules = _rules(name)
     retinanet = name.startswith("retinanet")
     key = "head.classification_head.cls_logits.bias" if retinanet else "roi_heads.box_predictor.cls_score.weight"
+    if name == "ssd300_vgg16":
+        key = "head.classification_head.module_list.0.bias"
     if key not in state_dict:
         raise ValueError(f"from_torchvision: not a {name} state dict (no {key})")
     batch_norm = any(k.startswith("backbone.body.") and k.endswith("num_batches_tracked") for k in state_dict)
@@ -152,6 +163,9 @@ def from_torchvision(name: str, state_dict: Mapping[str, Tensor]) -> nn.Module:
     if retinanet:
         num_classes = state_dict[key].shape[0] // 9
         model = build_model(_retinanet_config(name, num_classes, norm))
+    elif name == "ssd300_vgg16":  # 4 default boxes per cell on conv4_3, K + 1 scores each
+        num_classes = state_dict[key].shape[0] // 4 - 1
+        model = build_model({"type": "ssd", "num_classes": num_classes})
     else:
         num_classes = state_dict[key].shape[0] - 1
         model = build_faster_rcnn(_config(name, num_classes, norm))
@@ -175,9 +189,11 @@ def _torchvision_keys(name: str, model: nn.Module) -> list[str]:
 
     if name.startswith("retinanet"):
         num_classes = model.head.num_classes
+    elif name == "ssd300_vgg16":
+        num_classes = model.head.num_classes + 1
     else:
         num_classes = model.roi_heads.predictor.cls_score.out_features
-    norm = "frozen" if not isinstance(model.backbone.bn1, nn.BatchNorm2d) else "bn"
+    norm = "frozen" if not isinstance(getattr(model.backbone, "bn1", None), (nn.BatchNorm2d, type(None))) else "bn"
     kwargs = {"weights": None, "weights_backbone": None, "num_classes": num_classes}
     reference = getattr(tvd, name)(**kwargs)
     keys = list(reference.state_dict())

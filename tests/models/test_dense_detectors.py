@@ -11,7 +11,7 @@ from detkit.config import load_config
 from detkit.models import build_model, recalibrate_batchnorm
 from detkit.models.detectors.retinanet import DenseCriterion
 from tests.conftest import REPO
-from tests.models.conftest import ap50
+from tests.models.conftest import overfit
 
 TINY_RETINANET = {
     "type": "retinanet",
@@ -188,22 +188,13 @@ def test_overfits_a_handful_of_images(kind, handful):
         optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)
     else:  # separable convs and swish learn faster with AdamW from scratch
         optimizer = torch.optim.AdamW(params, lr=2e-3, weight_decay=1e-4)
-    history, score = [], 0.0
-    for step in range(1, 241):
-        model.train()
-        loss = sum(model(images, targets).values())
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 10.0)
-        optimizer.step()
-        history.append(loss.item())
-        if step % 20 == 0 and step >= 60:
-            # BatchNorm momentum 0.01 (EfficientDet's) averages ~100 steps: recompute the statistics
-            # of the current weights before evaluating, as a short run's user would
-            recalibrate_batchnorm(model, [(images, targets)])
-            score = ap50(model, index, images, targets)
-            if score >= 0.9:
-                break
+
+    def recalibrate(model):
+        # BatchNorm momentum 0.01 (EfficientDet's) averages ~100 steps: recompute the statistics
+        # of the current weights before evaluating, as a short run's user would
+        recalibrate_batchnorm(model, [(images, targets)])
+
+    history, score, step = overfit(model, handful, optimizer, 240, before_eval=recalibrate)
     assert sum(history[-10:]) / 10 < 0.2 * sum(history[:10]) / 10  # the loss falls
     assert score >= 0.9, f"AP50 {score:.3f} after {step} steps"
 

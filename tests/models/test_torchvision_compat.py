@@ -9,7 +9,8 @@ from detkit.models import from_torchvision, to_torchvision
 
 FASTER_RCNN = ["fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2"]
 RETINANET = ["retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2"]
-NAMES = FASTER_RCNN + RETINANET
+NAMES = FASTER_RCNN + RETINANET + ["ssd300_vgg16"]
+DETECTIONS = {"retinanet_resnet50_fpn": 300, "retinanet_resnet50_fpn_v2": 300, "ssd300_vgg16": 200}  # else 100
 SIZES = [(200, 300), (181, 243), (320, 160)]  # several sizes and aspect ratios, batched together
 
 
@@ -27,17 +28,19 @@ def pair(request):
     torch.manual_seed(0)
     # random weights; a score threshold of 0 keeps a full set of detections per image to compare
     # (at the default 0.05 a random classifier, all ~1/91 or ~0.01, would give none)
-    retinanet = request.param in RETINANET
-    threshold = {"score_thresh": 0.0} if retinanet else {"box_score_thresh": 0.0}
+    retinanet, ssd = request.param in RETINANET, request.param == "ssd300_vgg16"
+    threshold = {"score_thresh": 0.0} if retinanet or ssd else {"box_score_thresh": 0.0}
+    sizes = {} if ssd else {"min_size": 320, "max_size": 512}  # SSD: always 300 x 300
     reference = getattr(torchvision.models.detection, request.param)(
-        weights=None, weights_backbone=None, min_size=320, max_size=512, **threshold
+        weights=None, weights_backbone=None, **sizes, **threshold
     ).eval()
     model = from_torchvision(request.param, reference.state_dict()).eval()
-    if retinanet:
+    if retinanet or ssd:
         model.score_threshold = 0.0
     else:
         model.roi_heads.score_threshold = 0.0
-    model.transform.min_size, model.transform.max_size = (320,), 512
+    if not ssd:
+        model.transform.min_size, model.transform.max_size = (320,), 512
     images = [torch.rand(3, h, w, generator=torch.Generator().manual_seed(h)) for h, w in SIZES]
     return request.param, reference, model, images
 
@@ -46,11 +49,11 @@ def test_detections_agree(pair):
     name, reference, model, images = pair
     with torch.no_grad():
         expected, actual = reference(images), model(images)
-    # detkit's Faster R-CNN labels are torchvision's class index - 1 (torchvision's 0 is the
-    # background); RetinaNet has no background class and keeps torchvision's labels
+    # detkit's Faster R-CNN and SSD labels are torchvision's class index - 1 (torchvision's 0 is
+    # the background); RetinaNet has no background class and keeps torchvision's labels
     shift = 0 if name in RETINANET else 1
     for e, a in zip(expected, actual):
-        assert len(e["boxes"]) == len(a["boxes"]) == (300 if name in RETINANET else 100)
+        assert len(e["boxes"]) == len(a["boxes"]) == DETECTIONS.get(name, 100)
         ie = canonical(e["boxes"], e["scores"], e["labels"])
         ia = canonical(a["boxes"], a["scores"], a["labels"] + shift)
         assert torch.allclose(e["boxes"][ie], a["boxes"][ia], atol=1e-3, rtol=0)
@@ -93,8 +96,8 @@ def test_weights_of_another_architecture_are_named():
     with pytest.raises(ValueError, match=r"do not fit this model: \d+ missing: neck.lateral.0.0.bias.*; \d+ unexpected: "
                                          r"neck.lateral.0.1.weight"):
         from_torchvision("fasterrcnn_resnet50_fpn", state)
-    with pytest.raises(ValueError, match="unsupported builder 'ssd300_vgg16'"):
-        from_torchvision("ssd300_vgg16", state)
+    with pytest.raises(ValueError, match="unsupported builder 'ssdlite320_mobilenet_v3_large'"):
+        from_torchvision("ssdlite320_mobilenet_v3_large", state)
     with pytest.raises(ValueError, match=r"not a retinanet_resnet50_fpn state dict"):
         from_torchvision("retinanet_resnet50_fpn", state)
 
@@ -133,3 +136,18 @@ def test_retinanet_checkpoints_from_before_torchvision_0_13_load():
     assert torch.equal(model.head.classification.conv[3][0].weight, state["head.classification_head.conv.3.0.weight"])
     assert isinstance(model.backbone.bn1, torchvision.ops.FrozenBatchNorm2d)  # COCO weights: frozen BatchNorm
     assert model.class_names[1] == "person" and len(model.class_names) == 91
+
+
+def test_ssd_training_losses_agree():
+    # the multibox loss: matching (IoU 0.5 + each object's best box), hard negatives at 3:1
+    torch.manual_seed(2)
+    reference = torchvision.models.detection.ssd300_vgg16(weights=None, weights_backbone=None).train()
+    model = from_torchvision("ssd300_vgg16", reference.state_dict()).train()
+    images = [torch.rand(3, h, w, generator=torch.Generator().manual_seed(h)) for h, w in [(200, 300), (240, 180)]]
+    targets = [{"boxes": torch.tensor([[10.0, 20.0, 120.0, 150.0], [100.0, 30.0, 180.0, 90.0], [2.0, 2.0, 9.0, 8.0]]),
+                "labels": torch.tensor([3, 17, 1])},
+               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]  # a negative image
+    expected = reference(images, [dict(t) for t in targets])
+    actual = model(images, [{"boxes": t["boxes"], "labels": t["labels"] - 1} for t in targets])
+    assert actual["classification"].item() == pytest.approx(expected["classification"].item(), rel=1e-5)
+    assert actual["box_regression"].item() == pytest.approx(expected["bbox_regression"].item(), rel=1e-5)

@@ -35,6 +35,15 @@ class FeatureExtractor(nn.Module):
         raise NotImplementedError
 
 
+def read_levels(backbone: FeatureExtractor, neck: FeatureExtractor | None, images: Tensor,
+                levels: list[str]) -> list[Tensor]:
+    """The feature maps ``levels`` of ``images``: the backbone's, through the neck if there is one."""
+    features = backbone(images)
+    if neck is not None:
+        features = neck(features)
+    return [features[lvl] for lvl in levels]
+
+
 def level_name(prefix: str, stride: int) -> str:
     """"C" or "P" followed by log2(stride): level_name("C", 16) == "C4"."""
     return f"{prefix}{stride.bit_length() - 1}"

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from detkit.models.anchors import AnchorGenerator
-from detkit.models.backbones.base import FeatureExtractor
+from detkit.models.backbones.base import FeatureExtractor, read_levels
 from detkit.models.coders import BoxCoder
 from detkit.models.heads.density_head import density_targets
 from detkit.models.matchers import IGNORED, Matcher
@@ -161,10 +161,7 @@ class DenseDetector(nn.Module):
             raise ValueError(f"{self.name}: training needs targets (boxes and labels per image)")
         original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         batch, targets = self.transform(images, targets)
-        features = self.backbone(batch.tensors)
-        if self.neck is not None:
-            features = self.neck(features)
-        maps = [features[lvl] for lvl in self.in_levels]
+        maps = read_levels(self.backbone, self.neck, batch.tensors, self.in_levels)
         outputs = self.head(maps)
         anchors = self.anchors(batch.tensors.shape[-2:], [m.shape[-2:] for m in maps], maps[0].dtype, maps[0].device)
         if self.training:
