@@ -32,7 +32,9 @@ from detkit.models import from_torchvision
 
 # torchvision's published (parameters in M, GFLOPs at 800 x 1333) and the label shift to detkit's
 # labels (Faster R-CNN's class 0 is the background; RetinaNet has none)
-MODELS = {"fasterrcnn_resnet50_fpn": (41.8, 134.4, 1), "retinanet_resnet50_fpn": (34.0, 151.5, 0)}
+# (SSD300's input is always 300 x 300: its published GFLOPs are at that size)
+MODELS = {"fasterrcnn_resnet50_fpn": (41.8, 134.4, 1), "retinanet_resnet50_fpn": (34.0, 151.5, 0),
+          "ssd300_vgg16": (35.6, 34.9, 1)}
 
 
 def timed_pair(a, b, repeats: int) -> tuple[float, float]:
@@ -80,13 +82,18 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    fixed = args.model.startswith("ssd")  # SSD300 resizes every image to 300 x 300
+    if fixed:
+        args.size = 300
     max_size = round(args.size * 1333 / 800)
+    sizes = {} if fixed else {"min_size": args.size, "max_size": max_size}
     published_params, published_flops, label_shift = MODELS[args.model]
     reference = getattr(torchvision.models.detection, args.model)(
-        weights=None, weights_backbone=None, min_size=args.size, max_size=max_size
+        weights=None, weights_backbone=None, **sizes
     )
     model = from_torchvision(args.model, reference.state_dict())
-    model.transform.min_size, model.transform.max_size = (args.size,), max_size
+    if not fixed:
+        model.transform.min_size, model.transform.max_size = (args.size,), max_size
     image = torch.rand(3, 480, 640)
     g = torch.Generator().manual_seed(1)
     images = [torch.rand(3, 480, 640, generator=g), torch.rand(3, 427, 640, generator=g)]
@@ -107,21 +114,24 @@ def main() -> None:
     params_ours = sum(p.numel() for p in model.parameters())
     flops_ref, flops_ours = gflops(reference, [image]), gflops(model, [image])
     big = torch.rand(3, 800, 1333)  # COCO-typical: 800 x 1333 after resizing
-    reference.transform.min_size, reference.transform.max_size = (800,), 1333
-    model.transform.min_size, model.transform.max_size = (800,), 1333
+    if not fixed:
+        reference.transform.min_size, reference.transform.max_size = (800,), 1333
+        model.transform.min_size, model.transform.max_size = (800,), 1333
     flops_ref_800, flops_ours_800 = gflops(reference, [big]), gflops(model, [big])
+    big_name = "300 x 300" if fixed else "800 x 1333"
 
     print(f"# {args.model}; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} torch threads, "
           f"torch {torch.__version__}, torchvision {torchvision.__version__}; input 480x640 resized to "
-          f"{args.size} (max {max_size}); median of {args.repeats}")
+          f"{'300 x 300' if fixed else f'{args.size} (max {max_size})'}; median of {args.repeats}")
     print("| | torchvision | detkit | detkit / torchvision |")
     print("|---|---:|---:|---:|")
     print(f"| inference, 1 image (s) | {t_ref:.3f} | {t_ours:.3f} | {t_ours / t_ref:.2f} |")
     print(f"| train step, 2 images (s) | {s_ref:.3f} | {s_ours:.3f} | {s_ours / s_ref:.2f} |")
     print(f"| parameters (M) | {params_ref / 1e6:.2f} (published {published_params}) | {params_ours / 1e6:.2f} | "
           f"{params_ours / params_ref:.3f} |")
-    print(f"| GFLOPs at {args.size} px | {flops_ref:.1f} | {flops_ours:.1f} | {flops_ours / flops_ref:.3f} |")
-    print(f"| GFLOPs at 800 x 1333 | {flops_ref_800:.1f} (published {published_flops}) | {flops_ours_800:.1f} | "
+    if not fixed:
+        print(f"| GFLOPs at {args.size} px | {flops_ref:.1f} | {flops_ours:.1f} | {flops_ours / flops_ref:.3f} |")
+    print(f"| GFLOPs at {big_name} | {flops_ref_800:.1f} (published {published_flops}) | {flops_ours_800:.1f} | "
           f"{flops_ours_800 / flops_ref_800:.3f} |")
     print(f"same number of detections: {all(same)}")
     if args.model.startswith("retinanet"):

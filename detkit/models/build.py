@@ -28,11 +28,13 @@ from detkit.models.backbones.resnet import ResNet
 from detkit.models.detectors.faster_rcnn import FasterRCNN, FasterRCNNCriterion
 from detkit.models.detectors.retinanet import DenseCriterion, DenseDetector
 from detkit.models.detectors.ssd import SSD, SSDCriterion
+from detkit.models.detectors.yolo import YOLO, YOLOV3_ANCHORS, YOLOCriterion
 from detkit.models.heads.dense_heads import EfficientDetHead, RetinaHead
 from detkit.models.heads.density_head import DensityHead
 from detkit.models.heads.roi_heads import ConvFCHead, FastRCNNPredictor, RoIHeads, TwoMLPHead
 from detkit.models.heads.rpn import RPN, RPNHead
 from detkit.models.heads.ssd_head import SSDHead
+from detkit.models.heads.yolo_head import YOLOHead
 from detkit.models.necks.fpn import FPN
 from detkit.models.transform import DetectionTransform
 from detkit.ops import build_suppressor
@@ -73,13 +75,19 @@ def _vgg16_ssd():
     return VGG16SSD
 
 
+def _darknet53():
+    from detkit.models.backbones.darknet import Darknet53
+
+    return Darknet53
+
+
 def _bifpn():
     from detkit.models.necks.bifpn import BiFPN
 
     return BiFPN
 
 
-BACKBONES = {"resnet": lambda: ResNet, "efficientnet": _efficientnet, "vgg16_ssd": _vgg16_ssd}
+BACKBONES = {"resnet": lambda: ResNet, "efficientnet": _efficientnet, "vgg16_ssd": _vgg16_ssd, "darknet53": _darknet53}
 NECKS = {"fpn": lambda: FPN, "bifpn": _bifpn}
 
 
@@ -307,8 +315,42 @@ def build_ssd(config: Mapping[str, Any], where: str = "model") -> SSD:
                class_names=config.get("class_names"), **fixed)
 
 
+def build_yolo(config: Mapping[str, Any], where: str = "model") -> YOLO:
+    """YOLOv3: Darknet-53 (C3..C5) + FPN (P3..P5) + YOLOHead, 3 anchors per scale, letterbox 416."""
+    config = dict(config)
+    config.pop("type", None)
+    allowed = {"num_classes", "class_names", "backbone", "neck", "anchors", "in_levels", "postprocess", "transform",
+               "criterion", "score_threshold", "top_k", "detections_per_image"}
+    num_classes = _checked_detector_keys(config, allowed, where)
+    backbone = build_backbone(config.get("backbone") or {"type": "darknet53"}, f"{where}.backbone")
+    # no "neck" key: an FPN over the three scales (YOLOv3's top-down path); "neck: null": none
+    neck = build_neck(config.get("neck", {"type": "fpn", "out_channels": 256, "extra": None}), backbone.out_shapes,
+                      f"{where}.neck")
+    shapes = neck.out_shapes if neck is not None else backbone.out_shapes
+    levels = config.get("in_levels") or list(shapes)
+    missing = [lvl for lvl in levels if lvl not in shapes]
+    if missing:
+        raise ValueError(f"{where}.in_levels: {missing} are not among the features ({', '.join(shapes)})")
+    anchors = config.get("anchors") or YOLOV3_ANCHORS
+    counts = {len(level) for level in anchors}
+    if len(anchors) != len(levels) or len(counts) != 1:
+        raise ValueError(f"{where}.anchors: need one list of (w, h) per scale ({len(levels)}: {', '.join(levels)}), "
+                         f"each as long, got {[len(level) for level in anchors]}")
+    head = YOLOHead([shapes[lvl].channels for lvl in levels], counts.pop(), num_classes)
+    transform = None
+    if config.get("transform"):
+        defaults = {"min_size": 416, "max_size": 416, "size_divisible": 416}
+        transform = _call(DetectionTransform, {**defaults, **config["transform"]}, f"{where}.transform")
+    postprocess = config.get("postprocess") or {"type": "nms", "iou_threshold": 0.45}
+    build_suppressor(postprocess, where=f"{where}.postprocess")
+    criterion = _call(YOLOCriterion, config.get("criterion") or {}, f"{where}.criterion")
+    fixed = {k: config[k] for k in ("score_threshold", "top_k", "detections_per_image") if k in config}
+    return YOLO(backbone, neck, head, anchors, levels, transform, criterion, suppressor=postprocess,
+                class_names=config.get("class_names"), **fixed)
+
+
 DETECTORS = {"faster_rcnn": build_faster_rcnn, "retinanet": build_retinanet, "efficientdet": build_efficientdet,
-             "ssd": build_ssd}
+             "ssd": build_ssd, "yolo": build_yolo}
 
 
 def build_model(config: Mapping[str, Any], where: str = "model"):

@@ -206,11 +206,22 @@ ONE_STAGE = {
     "efficientdet": {"type": "efficientdet", "scale": "d0", "neck": {"width": 32, "repeats": 1},
                      "head": {"depth": 1, "density": True},
                      "transform": {"min_size": 96, "max_size": 96, "size_divisible": 128}},
+    "ssd": {"type": "ssd", "backbone": {"type": "resnet", "depth": 18, "frozen_stages": -1, "norm": "bn",
+                                        "out_levels": ["C3", "C4", "C5"]},
+            "neck": {"type": "fpn", "out_channels": 32, "extra": None},
+            "anchors": {"aspect_ratios": [[2]] * 3, "scales": [0.1, 0.3, 0.6, 0.9], "steps": [8, 16, 32]},
+            "transform": {"fixed_size": [96, 96], "min_size": 96, "max_size": 96, "size_divisible": 32}},
+    "yolo": {"type": "yolo", "backbone": {"type": "resnet", "depth": 18, "frozen_stages": -1, "norm": "bn",
+                                          "out_levels": ["C3", "C4", "C5"]},
+             "neck": {"type": "fpn", "out_channels": 32, "extra": None},
+             "anchors": [[[8, 8], [12, 20], [20, 12]], [[24, 24], [32, 48], [48, 32]], [[64, 64], [96, 64], [64, 96]]],
+             "transform": {"min_size": 96, "max_size": 96, "size_divisible": 96}},
 }
 
 
 @pytest.mark.parametrize("kind", list(ONE_STAGE))
 def test_one_stage_detectors_train_and_evaluate_from_a_config(kind, tmp_path, shapes):
+    """Every one-stage detector through detkit train, then detkit eval with another suppressor."""
     config = tiny_config(shapes, epochs=1, out=str(tmp_path / kind))
     config["model"] = ONE_STAGE[kind]
     path = tmp_path / f"{kind}.yaml"

@@ -31,6 +31,14 @@ from detkit.ops import box_iou, build_suppressor, clip_boxes_to_image, smooth_l1
 SSD_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # offsets of comparable size for centres and sides
 
 
+def suppressor_without_densities(config: Mapping, where: str, detector: str):
+    """``build_suppressor(config)`` for a detector that predicts no densities (refusing Adaptive-NMS)."""
+    suppress = build_suppressor(config, where=where)
+    if suppress.needs_densities:
+        raise ValueError(f"{where}: {suppress.type} needs densities, which {detector} does not predict")
+    return suppress
+
+
 class SSDCriterion(nn.Module):
     """The multibox loss, named losses weighted in one place.
 
@@ -130,10 +138,7 @@ class SSD(nn.Module):
 
     def set_postprocess(self, config: Mapping, where: str = "postprocess") -> None:
         """Post-process with another suppressor, no retraining."""
-        suppress = build_suppressor(config, where=where)
-        if suppress.needs_densities:
-            raise ValueError(f"{where}: {suppress.type} needs densities, which SSD does not predict")
-        self.suppress = suppress
+        self.suppress = suppressor_without_densities(config, where, "SSD")
 
     def forward(self, images: list[Tensor], targets: list[dict] | None = None):
         if self.training and targets is None:
