@@ -94,3 +94,14 @@ def test_overfits_a_handful_of_images(handful):
     history, score, step = overfit(model, handful, optimizer, 200)
     assert sum(history[-10:]) / 10 < 0.2 * sum(history[:10]) / 10
     assert score >= 0.9, f"AP50 {score:.3f} after {step} steps"
+
+
+def test_ssd_heads_on_efficientnet_with_bifpn():
+    config = {**TINY_SSD, "backbone": {"type": "efficientnet", "variant": "b0", "out_levels": ["C3", "C4", "C5"]},
+              "neck": {"type": "bifpn", "width": 32, "repeats": 1}}
+    model = build_model(config)
+    assert model.in_levels == ["P3", "P4", "P5", "P6", "P7"]
+    target = {"boxes": torch.tensor([[5.0, 5.0, 50.0, 60.0]]), "labels": torch.tensor([1])}
+    # two images: BatchNorm needs more than one value per channel on the 1 x 1 P7 map
+    losses = model.train()([torch.rand(3, 100, 120), torch.rand(3, 80, 90)], [target, target])
+    assert all(torch.isfinite(v) for v in losses.values())

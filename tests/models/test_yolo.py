@@ -103,3 +103,16 @@ def test_overfits_a_handful_of_images(handful):
     history, score, step = overfit(model, handful, optimizer, 200)
     assert sum(history[-10:]) / 10 < 0.5 * sum(history[:10]) / 10  # the loss falls (BCE on tx, ty has a floor)
     assert score >= 0.9, f"AP50 {score:.3f} after {step} steps"
+
+
+def test_yolo_on_efficientnet_with_a_pyramid_neck():
+    config = {**TINY_YOLO, "backbone": {"type": "efficientnet", "variant": "b0", "out_levels": ["C3", "C4", "C5"]},
+              "neck": {"type": "bifpn", "width": 32, "repeats": 1, "levels": 3}}
+    model = build_model(config)
+    assert model.in_levels == ["P3", "P4", "P5"]
+    losses = model.train()([torch.rand(3, 100, 120)], [{"boxes": torch.tensor([[5.0, 5.0, 50.0, 60.0]]),
+                                                        "labels": torch.tensor([1])}])
+    assert set(losses) == {"box_regression", "objectness", "classification"}
+    model.eval()
+    with torch.no_grad():
+        assert set(model([torch.rand(3, 90, 70)])[0]) == {"boxes", "scores", "labels"}
