@@ -75,13 +75,14 @@ class SSDCriterion(nn.Module):
 
     def forward(self, outputs: Mapping[str, Tensor], anchors: Tensor, targets: list[dict]) -> dict[str, Tensor]:
         box_losses, classes = [], []
+        deltas = outputs["deltas"].unbind(0)  # not [i]: see DenseCriterion
         for i, target in enumerate(targets):
             with torch.no_grad():
                 matched = self.match(target["boxes"], anchors)
             foreground = torch.where(matched >= 0)[0]
             gt = target["boxes"][matched[foreground]]
             wanted = self.coder.encode(gt, anchors[foreground])
-            box_losses.append(smooth_l1_loss(outputs["deltas"][i][foreground], wanted, beta=1.0, reduction="sum"))
+            box_losses.append(smooth_l1_loss(deltas[i][foreground], wanted, beta=1.0, reduction="sum"))
             cls = torch.zeros(len(anchors), dtype=torch.int64, device=anchors.device)
             cls[foreground] = target["labels"][matched[foreground]] + 1  # 0 is the background
             classes.append(cls)
