@@ -27,8 +27,8 @@ from detkit.models.backbones.base import ShapeSpec
 from detkit.models.backbones.resnet import ResNet
 from detkit.models.detectors.faster_rcnn import FasterRCNN, FasterRCNNCriterion
 from detkit.models.detectors.retinanet import DenseCriterion, DenseDetector
-from detkit.models.detectors.ssd import SSD, SSDCriterion
-from detkit.models.detectors.yolo import YOLO, YOLOV3_ANCHORS, YOLOCriterion
+from detkit.models.detectors.ssd import SSD, SSD300_TRANSFORM, SSDCriterion
+from detkit.models.detectors.yolo import LETTERBOX_416, YOLO, YOLOV3_ANCHORS, YOLOCriterion
 from detkit.models.heads.dense_heads import EfficientDetHead, RetinaHead
 from detkit.models.heads.density_head import DensityHead
 from detkit.models.heads.roi_heads import ConvFCHead, FastRCNNPredictor, RoIHeads, TwoMLPHead
@@ -116,10 +116,7 @@ def build_rpn(config: Mapping[str, Any] | None, shapes: Mapping[str, ShapeSpec],
     """Keys: in_levels, anchor_sizes (per level; default ``default_anchor_sizes``),
     aspect_ratios (default 0.5, 1, 2), head_depth, head_norm, and RPN's own arguments."""
     config = dict(config or {})
-    levels = config.pop("in_levels", None) or list(shapes)
-    missing = [lvl for lvl in levels if lvl not in shapes]
-    if missing:
-        raise ValueError(f"{where}.in_levels: {missing} are not among the features ({', '.join(shapes)})")
+    levels = _head_levels(config.pop("in_levels", None), shapes, where)
     sizes = config.pop("anchor_sizes", None) or default_anchor_sizes(levels, shapes)
     ratios = config.pop("aspect_ratios", None) or (0.5, 1.0, 2.0)
     anchors = AnchorGenerator(sizes, ratios)
@@ -156,6 +153,15 @@ def build_roi_heads(config: Mapping[str, Any] | None, shapes: Mapping[str, Shape
     predictor = FastRCNNPredictor(box_head.out_features, num_classes + 1)
     return _call(RoIHeads, config, where, roi_pool=pool, box_head=box_head, predictor=predictor,
                  density_head=density, suppressor=suppressor)
+
+
+def _head_levels(levels: list[str] | None, shapes: Mapping[str, ShapeSpec], where: str) -> list[str]:
+    """The levels a head reads: ``in_levels`` if given (each must be a feature), else all features."""
+    levels = levels or list(shapes)
+    missing = [lvl for lvl in levels if lvl not in shapes]
+    if missing:
+        raise ValueError(f"{where}.in_levels: {missing} are not among the features ({', '.join(shapes)})")
+    return levels
 
 
 def _checked_detector_keys(config: Mapping[str, Any], allowed: set[str], where: str) -> int:
@@ -207,10 +213,7 @@ def _dense_common(config: dict, where: str, defaults: dict, head_factory) -> Den
     backbone = build_backbone(config["backbone"], f"{where}.backbone")
     neck = build_neck(config["neck"], backbone.out_shapes, f"{where}.neck")
     shapes = neck.out_shapes if neck is not None else backbone.out_shapes
-    levels = config.get("in_levels") or list(shapes)
-    missing = [lvl for lvl in levels if lvl not in shapes]
-    if missing:
-        raise ValueError(f"{where}.in_levels: {missing} are not among the features ({', '.join(shapes)})")
+    levels = _head_levels(config.get("in_levels"), shapes, where)
     anchor_config = dict(config.get("anchors") or {})
     unknown = set(anchor_config) - {"sizes", "aspect_ratios"}
     if unknown:
@@ -293,10 +296,7 @@ def build_ssd(config: Mapping[str, Any], where: str = "model") -> SSD:
     backbone = build_backbone(config.get("backbone") or {"type": "vgg16_ssd"}, f"{where}.backbone")
     neck = build_neck(config.get("neck"), backbone.out_shapes, f"{where}.neck")
     shapes = neck.out_shapes if neck is not None else backbone.out_shapes
-    levels = config.get("in_levels") or list(shapes)
-    missing = [lvl for lvl in levels if lvl not in shapes]
-    if missing:
-        raise ValueError(f"{where}.in_levels: {missing} are not among the features ({', '.join(shapes)})")
+    levels = _head_levels(config.get("in_levels"), shapes, where)
     anchors = _call(DefaultBoxes, {**SSD300_DEFAULT_BOXES, **(config.get("anchors") or {})}, f"{where}.anchors")
     if len(anchors.num_anchors()) != len(levels):
         raise ValueError(f"{where}.anchors: {len(anchors.num_anchors())} levels of default boxes for "
@@ -304,9 +304,7 @@ def build_ssd(config: Mapping[str, Any], where: str = "model") -> SSD:
     head = SSDHead([shapes[lvl].channels for lvl in levels], anchors.num_anchors(), num_classes)
     transform = None
     if config.get("transform"):
-        defaults = {"min_size": 300, "max_size": 300, "mean": (0.48235, 0.45882, 0.40784), "std": (1 / 255.0,) * 3,
-                    "size_divisible": 1, "fixed_size": (300, 300)}
-        transform = _call(DetectionTransform, {**defaults, **config["transform"]}, f"{where}.transform")
+        transform = _call(DetectionTransform, {**SSD300_TRANSFORM, **config["transform"]}, f"{where}.transform")
     postprocess = config.get("postprocess") or {"type": "nms", "iou_threshold": 0.45}
     build_suppressor(postprocess, where=f"{where}.postprocess")
     criterion = _call(SSDCriterion, config.get("criterion") or {}, f"{where}.criterion")
@@ -327,10 +325,7 @@ def build_yolo(config: Mapping[str, Any], where: str = "model") -> YOLO:
     neck = build_neck(config.get("neck", {"type": "fpn", "out_channels": 256, "extra": None}), backbone.out_shapes,
                       f"{where}.neck")
     shapes = neck.out_shapes if neck is not None else backbone.out_shapes
-    levels = config.get("in_levels") or list(shapes)
-    missing = [lvl for lvl in levels if lvl not in shapes]
-    if missing:
-        raise ValueError(f"{where}.in_levels: {missing} are not among the features ({', '.join(shapes)})")
+    levels = _head_levels(config.get("in_levels"), shapes, where)
     anchors = config.get("anchors") or YOLOV3_ANCHORS
     counts = {len(level) for level in anchors}
     if len(anchors) != len(levels) or len(counts) != 1:
@@ -339,8 +334,7 @@ def build_yolo(config: Mapping[str, Any], where: str = "model") -> YOLO:
     head = YOLOHead([shapes[lvl].channels for lvl in levels], counts.pop(), num_classes)
     transform = None
     if config.get("transform"):
-        defaults = {"min_size": 416, "max_size": 416, "size_divisible": 416}
-        transform = _call(DetectionTransform, {**defaults, **config["transform"]}, f"{where}.transform")
+        transform = _call(DetectionTransform, {**LETTERBOX_416, **config["transform"]}, f"{where}.transform")
     postprocess = config.get("postprocess") or {"type": "nms", "iou_threshold": 0.45}
     build_suppressor(postprocess, where=f"{where}.postprocess")
     criterion = _call(YOLOCriterion, config.get("criterion") or {}, f"{where}.criterion")

@@ -29,6 +29,9 @@ from detkit.models.transform import DetectionTransform
 from detkit.ops import box_iou, build_suppressor, clip_boxes_to_image, smooth_l1_loss
 
 SSD_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # offsets of comparable size for centres and sides
+# every image stretched to 300 x 300; VGG's Caffe weights expect mean-subtracted 0..255 pixels
+SSD300_TRANSFORM = {"min_size": 300, "max_size": 300, "mean": (0.48235, 0.45882, 0.40784), "std": (1 / 255.0,) * 3,
+                    "size_divisible": 1, "fixed_size": (300, 300)}
 
 
 def suppressor_without_densities(config: Mapping, where: str, detector: str):
@@ -126,9 +129,7 @@ class SSD(nn.Module):
                  class_names: list[str] | None = None):
         super().__init__()
         self.name = "ssd"
-        self.transform = transform or DetectionTransform(300, 300, mean=(0.48235, 0.45882, 0.40784),
-                                                         std=(1 / 255.0,) * 3, size_divisible=1,
-                                                         fixed_size=(300, 300))
+        self.transform = transform or DetectionTransform(**SSD300_TRANSFORM)
         self.backbone, self.neck, self.head = backbone, neck, head
         self.anchors, self.in_levels = anchors, list(in_levels)
         self.criterion = criterion or SSDCriterion()

@@ -32,6 +32,8 @@ from detkit.ops import box_iou, clip_boxes_to_image
 
 # YOLOv3's COCO anchors (w, h) in pixels at 416 px, three per scale (strides 8, 16, 32)
 YOLOV3_ANCHORS = [[(10, 13), (16, 30), (33, 23)], [(30, 61), (62, 45), (59, 119)], [(116, 90), (156, 198), (373, 326)]]
+# longer side 416, then padded (bottom-right) to a multiple of 416: a 416 x 416 letterbox
+LETTERBOX_416 = {"min_size": 416, "max_size": 416, "size_divisible": 416}
 MAX_LOG_SCALE = math.log(1000.0 / 16)  # as the other box coders: exp() cannot blow up
 
 
@@ -175,7 +177,7 @@ class YOLO(nn.Module):
                  suppressor: Mapping | None = None, class_names: list[str] | None = None):
         super().__init__()
         self.name = "yolo"
-        self.transform = transform or DetectionTransform(416, 416, size_divisible=416)
+        self.transform = transform or DetectionTransform(**LETTERBOX_416)
         self.backbone, self.neck, self.head = backbone, neck, head
         self.register_buffer("anchor_sizes", torch.tensor(anchors, dtype=torch.float32), persistent=False)
         self.in_levels = list(in_levels)
