@@ -38,6 +38,20 @@ BOX_LOSSES = ("l1", "smooth_l1", "giou")
 CLASSIFICATION_LOSSES = ("focal", "cross_entropy")
 
 
+def top_pairs(scores: Tensor, threshold: float, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The k best (position, class) pairs scoring above ``threshold``.
+
+    Args: scores (Tensor[T, K]): per position (anchor, cell) and class.
+    Returns: their scores (descending), positions and classes, each Tensor[<= k].
+    """
+    flat = scores.flatten()
+    candidates = torch.where(flat > threshold)[0]
+    top, order = flat[candidates].topk(min(k, len(candidates)))
+    candidates = candidates[order]
+    num_classes = scores.shape[-1]
+    return top, torch.div(candidates, num_classes, rounding_mode="floor"), candidates % num_classes
+
+
 class DenseCriterion(nn.Module):
     """The losses of a dense detector, named, weighted in one place.
 
@@ -184,16 +198,11 @@ class DenseDetector(nn.Module):
             level_deltas = outputs["deltas"][i].split(per_level)
             level_densities = outputs["densities"][i].split(per_level) if "densities" in outputs else None
             for lvl, (logits, deltas, anchor) in enumerate(zip(level_logits, level_deltas, anchors)):
-                num_classes = logits.shape[-1]
-                probabilities = torch.sigmoid(logits).flatten()
-                candidates = torch.where(probabilities > self.score_threshold)[0]
-                top, order = probabilities[candidates].topk(min(self.top_k, len(candidates)))
-                candidates = candidates[order]
-                anchor_index = torch.div(candidates, num_classes, rounding_mode="floor")
+                top, anchor_index, label = top_pairs(torch.sigmoid(logits), self.score_threshold, self.top_k)
                 decoded = self.coder.decode(deltas[anchor_index], anchor[anchor_index])[:, 0]
                 boxes.append(clip_boxes_to_image(decoded, size))
                 scores.append(top)
-                labels.append(candidates % num_classes)
+                labels.append(label)
                 if level_densities is not None:
                     densities.append(level_densities[lvl][anchor_index])
             boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)

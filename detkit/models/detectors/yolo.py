@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from detkit.models.backbones.base import FeatureExtractor, read_levels
 from detkit.models.heads.yolo_head import YOLOHead
 from detkit.models.transform import DetectionTransform
+from detkit.models.detectors.retinanet import top_pairs
 from detkit.models.detectors.ssd import suppressor_without_densities
 from detkit.ops import box_iou, clip_boxes_to_image
 
@@ -230,15 +231,11 @@ class YOLO(nn.Module):
         for i, size in enumerate(image_sizes):
             all_boxes, all_scores, all_labels = [], [], []
             for out, decoded in zip(outputs, boxes):
-                num_classes = out.shape[-1] - 5
-                scores = (torch.sigmoid(out[i, :, 4:5]) * torch.sigmoid(out[i, :, 5:])).flatten()
-                candidates = torch.where(scores > self.score_threshold)[0]
-                top, order = scores[candidates].topk(min(self.top_k, len(candidates)))
-                candidates = candidates[order]
-                position = torch.div(candidates, num_classes, rounding_mode="floor")
+                scores = torch.sigmoid(out[i, :, 4:5]) * torch.sigmoid(out[i, :, 5:])  # objectness x class
+                top, position, label = top_pairs(scores, self.score_threshold, self.top_k)
                 all_boxes.append(clip_boxes_to_image(decoded[i, position], size))
                 all_scores.append(top)
-                all_labels.append(candidates % num_classes)
+                all_labels.append(label)
             found, scores, labels = torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels)
             keep, kept_scores = self.suppress(found, scores, labels, None)
             keep, kept_scores = keep[: self.detections_per_image], kept_scores[: self.detections_per_image]
