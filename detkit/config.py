@@ -83,9 +83,13 @@ DEFAULTS: dict[str, Any] = {
 
 
 def _merge(base: dict, override: Mapping) -> dict:
+    """``override`` over ``base``, mapping by mapping. A mapping that names another ``type``
+    than the one it overrides replaces it: a part of one kind never inherits another kind's
+    arguments (``backbone: {type: efficientnet}`` over a ResNet drops ``depth``)."""
     out = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict) and \
+                value.get("type", out[key].get("type")) == out[key].get("type"):
             out[key] = _merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)

@@ -27,6 +27,18 @@ def test_base_overrides_and_defaults(tmp_path):
     assert load_config(tmp_path / "resolved.yaml") == config
 
 
+def test_a_part_of_another_type_replaces_the_base_part(tmp_path):
+    resnet = {"type": "resnet", "depth": 18, "norm": "bn"}
+    write(tmp_path / "base.yaml", {"model": {**MODEL, "backbone": resnet}})
+    child = write(tmp_path / "child.yaml", {"base": "base.yaml",
+                                            "model": {"backbone": {"type": "efficientnet", "variant": "b0"}}})
+    assert load_config(child)["model"]["backbone"] == {"type": "efficientnet", "variant": "b0"}
+    same_type = load_config(tmp_path / "base.yaml", ["model.backbone={type: resnet, depth: 34}"])
+    assert same_type["model"]["backbone"] == {**resnet, "depth": 34}  # same type: merged key by key
+    untyped = load_config(tmp_path / "base.yaml", ["model.backbone.depth=50"])
+    assert untyped["model"]["backbone"] == {**resnet, "depth": 50}
+
+
 @pytest.mark.parametrize(
     "overrides,message",
     [
