@@ -452,6 +452,16 @@ def _run_diou_nms(boxes, scores, idxs, densities, *, iou_threshold):
     return keep, scores[keep]
 
 
+def _run_none(boxes, scores, idxs, densities):
+    """No suppression: every box, in descending score (ties by ascending index), its score kept.
+    The reference a study compares suppressors against, and how raw candidates are read out."""
+    _check_structure("none", boxes, scores, idxs, densities)
+    _check_values("none", boxes, scores, densities)
+    s = scores.detach().to("cpu", torch.float64 if scores.dtype == torch.float64 else torch.float32).numpy()
+    keep = torch.from_numpy(_descending(s)).to(boxes.device)
+    return keep, scores[keep]
+
+
 @dataclass(frozen=True)
 class _Spec:
     run: Callable
@@ -474,6 +484,7 @@ SUPPRESSORS: dict[str, _Spec] = {
         needs_densities=True,
     ),
     "diou_nms": _Spec(_run_diou_nms, {"iou_threshold": 0.5}),  # Zheng et al. use 0.5 on YOLOv3/SSD
+    "none": _Spec(_run_none, {}),  # keep everything: raw candidates, and the no-suppression reference
 }
 
 

@@ -40,6 +40,18 @@ def test_each_type_runs_its_function(case):
     assert torch.equal(keep, expected[0]) and torch.equal(s, expected[1])
 
 
+def test_none_keeps_every_box_in_descending_score():
+    boxes = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 10], [1, 1, 9, 9], [50, 50, 60, 60.]])
+    scores = torch.tensor([0.2, 0.9, 0.2, 0.5])
+    keep, kept = build_suppressor({"type": "none"})(boxes, scores, torch.tensor([0, 0, 0, 1]))
+    assert keep.tolist() == [1, 3, 0, 2]  # ties by ascending index, like every suppressor
+    assert torch.equal(kept, scores[keep])
+    with pytest.raises(ValueError, match=r"suppressor.iou_threshold: unknown option"):
+        build_suppressor({"type": "none", "iou_threshold": 0.5})
+    with pytest.raises(ValueError, match=r"scores\[0\] = nan is not finite"):
+        build_suppressor({"type": "none"})(boxes, torch.tensor([float("nan"), 0, 0, 0]), torch.zeros(4, dtype=torch.long))
+
+
 def test_class_agnostic(case):
     boxes, scores, labels, densities = case
     suppress = build_suppressor({"type": "adaptive_nms", "class_agnostic": True})
@@ -52,7 +64,7 @@ def test_defaults_are_the_papers():
     assert s.options == {"method": "gaussian", "sigma": 0.5, "iou_threshold": 0.3, "score_threshold": 0.001}
     assert build_suppressor({"type": "nms"}).options == {"iou_threshold": 0.5}
     assert build_suppressor({"type": "adaptive_nms"}).needs_densities
-    assert set(SUPPRESSORS) == {"nms", "soft_nms", "adaptive_nms", "diou_nms"}
+    assert set(SUPPRESSORS) == {"nms", "soft_nms", "adaptive_nms", "diou_nms", "none"}
 
 
 @pytest.mark.parametrize(
