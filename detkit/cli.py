@@ -351,13 +351,101 @@ def quickstart(out, minutes, overrides):
                f"metrics: {Path(out) / 'metrics.jsonl'}")
 
 
+# ------------------------------------------------------------------------------ compare
+
+
+@main.command("compare")
+@click.option("--suite", "suites", multiple=True, default=("all",), show_default=True,
+              type=click.Choice(["all", "detectors", "focal", "necks", "backbones", "nms"]),
+              help="Which comparison (repeatable): two-stage vs one-stage detectors, focal loss vs cross-entropy, "
+                   "FPN vs BiFPN, ResNet vs EfficientNet, the suppressors.")
+@click.option("--budget", default="cpu", show_default=True, metavar="smoke|cpu|full|STUDY.yaml",
+              help="smoke: every suite in about a minute (checks the machinery, not the claims); cpu: the whole "
+                   "study on a 2-core CPU in under 3 hours; full: the COCO recipe for GPUs with pretrained "
+                   "backbones; or a study file of your own (configs/compare/*.yaml show the format).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for report.md, results.json and the PNG plots.")
+@click.option("--runs", "runs_dir", type=click.Path(file_okay=False),
+              help="Folder of the trained runs (default: runs/compare/<budget>-seed<seed>). A run finished there "
+                   "is loaded, not retrained; an interrupted one resumes.")
+@click.option("--seed", type=int, help="The training seed of every run (default: the study's, 0).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a study value, e.g. --set recipe.train.epochs=2 or "
+                   "--set datasets.shapes.synthetic.out=/tmp/shapes (repeatable; YAML values).")
+@click.option("--reference", type=click.Path(exists=True, dir_okay=False),
+              help="An earlier results.json: the report adds how this run reproduces its numbers.")
+@click.option("--plan", is_flag=True, help="List the runs the suites need (model, data, steps) and exit.")
+@click.option("--report-only", is_flag=True, help="Rebuild report.md and the plots from OUT/results.json; train nothing.")
+@user_errors
+def compare_command(suites, budget, out, runs_dir, seed, overrides, reference, plan, report_only):
+    """Reproduce the survey's detection comparisons under one declared budget.
+
+    \b
+    Trains (or loads) every model the suites need with the same recipe, evaluates all on the
+    same validation split, measures parameters, GFLOPs and latency, and judges each claim of
+    the survey against the papers' published numbers: reproduced, not reproduced at this
+    budget, or not measurable here, with the noise the verdict is judged against (bootstrap
+    over images, and the spread over training seeds).
+
+    \b
+      detkit compare --budget smoke --out /tmp/cmp            # a minute: the machinery
+      detkit compare --suite nms --budget cpu --out cmp/nms   # one suite
+      detkit compare --budget cpu --out cmp --reference docs/compare/cpu/results.json
+
+    \b
+    Writes OUT/report.md, OUT/results.json (configs, seeds, versions, hardware) and PNGs:
+    speed_accuracy, ap_by_size, pr_curves, training, nms, nms_sweep.
+    """
+    import shlex
+
+    from detkit.compare import SUITES, compare, load_study, write
+
+    out = Path(out)
+    if report_only:
+        path = out / "results.json"
+        if not path.is_file():
+            raise click.UsageError(f"--report-only: {path} does not exist (run detkit compare first)")
+        for written in write(json.loads(path.read_text()), out)[1:]:
+            click.echo(f"wrote {written}")
+        return
+    chosen = list(SUITES) if "all" in suites else list(dict.fromkeys(suites))
+    from detkit.compare.study import study_path
+
+    study = load_study(budget, list(overrides), seed=seed,
+                       runs_dir=runs_dir or Path("runs") / "compare" / f"{study_path(budget).stem}-seed{seed or 0}")
+    missing = [s for s in chosen if s not in study.suites]
+    if missing:
+        raise click.UsageError(f"--suite: the study {study.path} has no suite {', '.join(missing)} "
+                               f"(it has {', '.join(study.suites)})")
+    names = study.runs_for(chosen)
+    if plan:
+        from detkit.compare.report import architecture
+
+        click.echo(f"{study.path}: {len(names)} runs for {', '.join(chosen)}")
+        for name in names:
+            run = study.runs[name]
+            train = run.config["train"]
+            click.echo(f"  {name:<24} {architecture(run.config):<44} data {run.dataset:<10} "
+                       f"{train['epochs']} epochs x batch {run.config['data']['batch_size']}, seed {train['seed']}, "
+                       f"-> {train['out']}")
+        return
+    reference_results = json.loads(Path(reference).read_text()) if reference else None
+    command = "detkit " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "detkit compare"
+    results = compare(study, chosen, out, command=command, reference=reference_results, say=click.echo)
+    if not results:  # a torchrun process other than rank 0: it trained its share
+        return
+    click.echo(f"\nwrote {out / 'report.md'}, {out / 'results.json'} and the plots")
+    for claim in results["claims"]:
+        click.echo(f"  {claim['id']:<30} {claim['verdict']}")
+
+
 def _configs() -> Path:
-    """configs/ beside the package (a source checkout), or inside it (an installed copy)."""
-    here = Path(__file__).resolve().parent
-    for folder in (here.parent / "configs", here / "configs"):
-        if (folder / "quickstart.yaml").is_file():
-            return folder
-    raise click.ClickException("configs/quickstart.yaml not found beside the detkit package")
+    from detkit.config import shipped_configs
+
+    try:
+        return shipped_configs()
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
 
 
 if __name__ == "__main__":

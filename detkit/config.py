@@ -82,7 +82,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _merge(base: dict, override: Mapping) -> dict:
+def merge(base: dict, override: Mapping) -> dict:
     """``override`` over ``base``, mapping by mapping. A mapping that names another ``type``
     than the one it overrides replaces it: a part of one kind never inherits another kind's
     arguments (``backbone: {type: efficientnet}`` over a ResNet drops ``depth``)."""
@@ -90,10 +90,19 @@ def _merge(base: dict, override: Mapping) -> dict:
     for key, value in override.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), dict) and \
                 value.get("type", out[key].get("type")) == out[key].get("type"):
-            out[key] = _merge(out[key], value)
+            out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def shipped_configs() -> Path:
+    """configs/ beside the package (a source checkout), or inside it (an installed copy)."""
+    here = Path(__file__).resolve().parent
+    for folder in (here.parent / "configs", here / "configs"):
+        if (folder / "quickstart.yaml").is_file():
+            return folder
+    raise ValueError("configs/quickstart.yaml not found beside the detkit package")
 
 
 def read_yaml(path: Path) -> dict:
@@ -120,6 +129,16 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict:
             the nearest known one), a value of the wrong type, a bad override.
     """
     path = Path(path)
+    config = read_config(path)
+    for item in overrides or []:
+        config = merge(config, parse_override(item))
+    config.setdefault("name", path.stem)
+    return check(config)
+
+
+def read_config(path: str | Path) -> dict:
+    """A config file merged over its ``base:`` (one level, relative to the file), unchecked."""
+    path = Path(path)
     config = read_yaml(path)
     base = config.pop("base", None)
     if base is not None:
@@ -127,11 +146,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict:
         parent = read_yaml(base_path)
         if "base" in parent:
             raise ValueError(f"{base_path}: a base config cannot have a base of its own (one level of base:)")
-        config = _merge(parent, config)
-    for item in overrides or []:
-        config = _merge(config, parse_override(item))
-    config.setdefault("name", path.stem)
-    return check(config)
+        config = merge(parent, config)
+    return config
 
 
 def parse_override(item: str) -> dict:

@@ -1,0 +1,286 @@
+"""The survey's claims, the papers' published numbers, and a verdict on each from a study's results.
+
+Each claim is checked by a function of ``results`` (the study's results.json) that returns
+what was measured and a verdict:
+
+- ``reproduced``: the measured difference has the paper's sign and exceeds twice its noise;
+- ``not reproduced at this budget``: within twice its noise, or of the opposite sign;
+- ``not measurable here``: the measurement needs what this machine or budget lacks (a GPU).
+
+The noise of a difference between two trained models is the paired bootstrap over the
+validation images (both models on the same resamples) and, for each model, the seed
+probe's training noise: sigma^2 = var_boot(AP_a - AP_b) + 2 sigma_seed^2. Between
+suppressors on one set of raw predictions only the bootstrap applies (same model).
+Speed: one model is slower than another when its first latency quartile is above the
+other's third (the spreads do not overlap).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import numpy as np
+
+REPRODUCED = "reproduced"
+NOT_REPRODUCED = "not reproduced at this budget"
+NOT_MEASURABLE = "not measurable here"
+REAL_TIME_FPS = 30.0  # "real time": video rate, the YOLO and SSD papers' yardstick
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    suite: str
+    claim: str  # as the survey makes it
+    source: str  # the paper and table behind the published numbers
+    published: str  # the published numbers
+    check: Callable[[Mapping], tuple[str, str, str]]  # results -> (measured, verdict, why)
+
+
+# ------------------------------------------------------------------------------ noise
+
+
+def seed_sigma(results: Mapping, metric: str = "AP") -> float | None:
+    """The seed probe's standard deviation of ``metric`` (None when the study ran none)."""
+    probe = results.get("noise", {}).get("seed_probe")
+    return probe.get(f"std_{metric}") if probe else None
+
+
+def difference(results: Mapping, a: str, b: str, metric: str = "AP") -> tuple[float, float]:
+    """(metric of run a - of run b, the noise of that difference; see the module docstring)."""
+    runs = results["runs"]
+    delta = runs[a]["eval"]["stats"][metric] - runs[b]["eval"]["stats"][metric]
+    boot = np.asarray(runs[a]["bootstrap"][metric]) - np.asarray(runs[b]["bootstrap"][metric])
+    sigma_seed = seed_sigma(results, metric) or 0.0
+    return delta, math.sqrt(float(boot.var(ddof=1)) + 2 * sigma_seed**2)
+
+
+def verdict_better(delta: float, sigma: float) -> tuple[str, str]:
+    """The verdict on "a does better than b" from their difference and its noise."""
+    if delta > 2 * sigma:
+        return REPRODUCED, f"{delta:+.3f} > 2 sigma ({2 * sigma:.3f})"
+    if delta < -2 * sigma:
+        return NOT_REPRODUCED, f"reversed: {delta:+.3f} < -2 sigma ({-2 * sigma:.3f})"
+    return NOT_REPRODUCED, f"within noise: |{delta:+.3f}| <= 2 sigma ({2 * sigma:.3f})"
+
+
+def verdict_not_worse(delta: float, sigma: float) -> tuple[str, str]:
+    """The verdict on "a matches b" (a is not worse than b beyond the noise)."""
+    if delta >= -2 * sigma:
+        return REPRODUCED, f"{delta:+.3f} >= -2 sigma ({-2 * sigma:.3f})"
+    return NOT_REPRODUCED, f"worse: {delta:+.3f} < -2 sigma ({-2 * sigma:.3f})"
+
+
+def slower(results: Mapping, a: str, b: str, device: str = "cpu") -> bool:
+    la, lb = results["runs"][a]["latency"][device], results["runs"][b]["latency"][device]
+    return la["q25_ms"] > lb["q75_ms"]
+
+
+def _ap(results: Mapping, run: str, metric: str = "AP") -> float:
+    return results["runs"][run]["eval"]["stats"][metric]
+
+
+def _has(results: Mapping, *suites: str) -> bool:
+    return all(s in results.get("suites", {}) for s in suites)
+
+
+def _pair(results: Mapping, suite: str) -> tuple[str, str]:
+    spec = results["suites"][suite]
+    return spec["variant"], spec["baseline"]
+
+
+def _delta_text(results: Mapping, a: str, b: str) -> tuple[str, float, float]:
+    delta, sigma = difference(results, a, b)
+    return (f"{a} {_ap(results, a):.3f} vs {b} {_ap(results, b):.3f} AP: {delta:+.3f} (sigma {sigma:.3f})",
+            delta, sigma)
+
+
+# ------------------------------------------------------------------------------ the checks
+
+
+def _detector(results: Mapping, kind: str) -> str | None:
+    """The detectors suite's run of a detector type (the first), or None."""
+    for name in results["suites"]["detectors"]["runs"]:
+        if results["runs"][name]["config"]["model"]["type"] == kind:
+            return name
+    return None
+
+
+def _check_two_stage_accuracy(results):
+    two, ones = _detector(results, "faster_rcnn"), [_detector(results, k) for k in ("ssd", "yolo")]
+    ones = [o for o in ones if o]
+    parts, verdicts = [], []
+    for one in ones:
+        text, delta, sigma = _delta_text(results, two, one)
+        parts.append(text)
+        verdicts.append(verdict_better(delta, sigma))
+    verdict = REPRODUCED if verdicts and all(v == REPRODUCED for v, _ in verdicts) else NOT_REPRODUCED
+    return "; ".join(parts), verdict, "; ".join(why for _, why in verdicts)
+
+
+def _check_two_stage_speed(results):
+    two = _detector(results, "faster_rcnn")
+    ones = [o for o in (_detector(results, k) for k in ("ssd", "yolo")) if o]
+    lat = {n: results["runs"][n]["latency"]["cpu"] for n in (two, *ones)}
+    measured = ", ".join(f"{n} {lat[n]['median_ms']:.1f} ms" for n in (two, *ones)) + " per image on the CPU"
+    if all(slower(results, two, one) for one in ones):
+        return measured, REPRODUCED, f"{two}'s latency quartiles lie above the one-stage detectors'"
+    return measured, NOT_REPRODUCED, f"{two} is not slower than every one-stage detector beyond the latency spread"
+
+
+def _check_real_time(results):
+    ones = [o for o in (_detector(results, k) for k in ("ssd", "yolo")) if o]
+    cpu = ", ".join(f"{n} {results['runs'][n]['latency']['cpu']['fps']:.0f} FPS" for n in ones)
+    if not all("cuda" in results["runs"][n]["latency"] for n in ones):
+        return f"CPU at this input: {cpu}", NOT_MEASURABLE, "the papers' claim is on a GPU and no GPU was present"
+    gpu = {n: results["runs"][n]["latency"]["cuda"]["fps"] for n in ones}
+    measured = "GPU: " + ", ".join(f"{n} {fps:.0f} FPS" for n, fps in gpu.items()) + f"; CPU: {cpu}"
+    if all(fps >= REAL_TIME_FPS for fps in gpu.values()):
+        return measured, REPRODUCED, f"every one-stage detector runs at >= {REAL_TIME_FPS:.0f} FPS on the GPU"
+    return measured, NOT_REPRODUCED, f"below {REAL_TIME_FPS:.0f} FPS on this GPU at this input"
+
+
+def _check_retinanet_matches(results):
+    text, delta, sigma = _delta_text(results, _detector(results, "retinanet"), _detector(results, "faster_rcnn"))
+    verdict, why = verdict_not_worse(delta, sigma)
+    return text, verdict, why
+
+
+def _check_efficientdet_efficiency(results):
+    eff, yolo = _detector(results, "efficientdet"), _detector(results, "yolo")
+    text, delta, sigma = _delta_text(results, eff, yolo)
+    ratio = results["runs"][yolo]["gflops"] / results["runs"][eff]["gflops"]
+    verdict, why = verdict_not_worse(delta, sigma)
+    if ratio <= 1:
+        verdict, why = NOT_REPRODUCED, f"{eff} does not use fewer FLOPs ({ratio:.2f}x)"
+    return f"{text}; {yolo} needs {ratio:.1f}x the GFLOPs", verdict, why
+
+
+def _check_pair(suite: str):
+    def check(results):
+        variant, baseline = _pair(results, suite)
+        text, delta, sigma = _delta_text(results, variant, baseline)
+        cost = results["runs"]
+        text += (f"; GFLOPs {cost[variant]['gflops']:.2f} vs {cost[baseline]['gflops']:.2f}, "
+                 f"parameters {cost[variant]['params'] / 1e6:.2f} M vs {cost[baseline]['params'] / 1e6:.2f} M")
+        verdict, why = verdict_better(delta, sigma)
+        return text, verdict, why
+
+    return check
+
+
+def _nms_rows(results, split):
+    return results["suites"]["nms"]["splits"][split]["rows"]
+
+
+def _nms_split(results, preferred: str) -> str:
+    splits = list(results["suites"]["nms"]["splits"])
+    return preferred if preferred in splits else splits[-1]
+
+
+def _check_suppressor(name: str, split: str):
+    def check(results):
+        where = _nms_split(results, split)
+        rows = _nms_rows(results, where)
+        if name not in rows:
+            return "-", NOT_MEASURABLE, f"{name} did not run (it needs densities the model does not predict)"
+        delta = rows[name]["AP"] - rows["nms"]["AP"]
+        sigma = results["suites"]["nms"]["splits"][where]["sigma_vs_nms"][name]["AP"]
+        verdict, why = verdict_better(delta, sigma)
+        return (f"{where} split: {name} {rows[name]['AP']:.3f} vs nms {rows['nms']['AP']:.3f} AP: {delta:+.3f} "
+                f"(sigma {sigma:.3f}); recall (IoU 0.5) {rows[name]['recall_covered']:.3f} vs "
+                f"{rows['nms']['recall_covered']:.3f}", verdict, why)
+
+    return check
+
+
+def _lost_fraction(row) -> tuple[float, float]:
+    """(fraction of the recoverable objects a suppressor lost, its binomial standard error)."""
+    n = max(1, row["recoverable"])
+    p = row["lost"] / n
+    return p, math.sqrt(max(p * (1 - p), 1 / n) / n)
+
+
+def _check_nms_loses_crowds(results):
+    splits = list(results["suites"]["nms"]["splits"])
+    crowded, normal = _nms_split(results, "crowded"), _nms_split(results, "normal")
+    pc, sc = _lost_fraction(_nms_rows(results, crowded)["nms"])
+    pn, sn = _lost_fraction(_nms_rows(results, normal)["nms"])
+    measured = f"NMS 0.5 removes {100 * pc:.1f}% of the recoverable objects on the {crowded} split"
+    if len(splits) > 1:
+        measured += f", {100 * pn:.1f}% on the {normal} split"
+    stats = results["suites"]["nms"].get("crowd_statistics", {})
+    if stats:
+        i = stats[next(iter(stats))]["thresholds"].index(0.5) if 0.5 in stats[next(iter(stats))]["thresholds"] else 0
+        measured += "; perfect boxes: " + ", ".join(f"{name} {100 * s['nms'][i]:.1f}%" for name, s in stats.items())
+    if len(splits) < 2:
+        verdict = REPRODUCED if pc > 2 * sc else NOT_REPRODUCED
+        return measured, verdict, f"lost fraction {pc:.3f} vs 2 se {2 * sc:.3f}"
+    delta, sigma = pc - pn, math.sqrt(sc**2 + sn**2)
+    verdict, why = verdict_better(delta, sigma)
+    return measured, verdict, why
+
+
+CLAIMS: list[Claim] = [
+    Claim("two_stage_accuracy", "detectors",
+          "Two-stage detectors (Faster R-CNN: region proposals, then a classifier per region) are more accurate than "
+          "the one-stage YOLO and SSD.",
+          "Redmon et al. 2016, Table 1; Liu et al. 2016, Table 7 (VOC 2007 test)",
+          "Faster R-CNN VGG-16 73.2 mAP; YOLO 63.4; SSD300 74.3 (SSD's paper already reverses the claim)",
+          _check_two_stage_accuracy),
+    Claim("two_stage_speed", "detectors", "Two-stage detectors are slow; one-stage detectors are faster.",
+          "Liu et al. 2016, Table 7 (Titan X, batch 1)", "Faster R-CNN VGG-16 7 FPS; YOLO 45 FPS; SSD300 46 FPS",
+          _check_two_stage_speed),
+    Claim("one_stage_real_time", "detectors", f"YOLO and SSD are fast enough for real time (>= {REAL_TIME_FPS:.0f} FPS).",
+          "Redmon et al. 2016; Liu et al. 2016 (Titan X GPU)", "YOLO 45 FPS, SSD300 46 FPS",
+          _check_real_time),
+    Claim("retinanet_matches_two_stage", "detectors",
+          "RetinaNet (one-stage with the focal loss) matches two-stage accuracy.",
+          "Lin et al. 2017, Table 2 (COCO test-dev)", "RetinaNet R101-FPN 39.1 AP vs Faster R-CNN R101-FPN 36.2",
+          _check_retinanet_matches),
+    Claim("efficientdet_efficiency", "detectors",
+          "EfficientDet (EfficientNet + BiFPN) reaches a detector's accuracy at a fraction of its FLOPs.",
+          "Tan et al. 2020, Table 2 (COCO)", "EfficientDet-D0 33.8 AP at 2.5 B FLOPs vs YOLOv3 33.0 AP at 71 B (28x)",
+          _check_efficientdet_efficiency),
+    Claim("focal_beats_cross_entropy", "focal",
+          "The focal loss fixes the foreground/background imbalance of dense detectors: it beats alpha-balanced "
+          "cross-entropy.",
+          "Lin et al. 2017, Table 1a-b (RetinaNet R50, 600 px, COCO)", "focal (gamma 2, alpha 0.25) 34.0 AP vs "
+          "alpha-balanced CE (alpha 0.75) 31.1", _check_pair("focal")),
+    Claim("bifpn_beats_fpn", "necks", "A weighted BiFPN beats an FPN on the same detector and backbone.",
+          "Tan et al. 2020, Table 5 (COCO)", "repeated top-down FPN 42.3 AP vs weighted BiFPN 44.4",
+          _check_pair("necks")),
+    Claim("efficientnet_beats_resnet", "backbones",
+          "EfficientNet backbones make better detectors than ResNets of the same cost.",
+          "Tan et al. 2020, Table 4 (COCO); torchvision's ImageNet weights",
+          "ResNet-50 + FPN 37.0 AP vs EfficientNet-B3 + FPN 40.3 (B3 has half the FLOPs); ImageNet top-1: "
+          "ResNet-18 69.8% vs EfficientNet-B3 82.0% at 1.8 GFLOPs each", _check_pair("backbones")),
+    Claim("soft_nms_beats_nms", "nms", "Soft-NMS (gaussian decay of the neighbours' scores) improves AP over NMS.",
+          "Bodla et al. 2017 (COCO)", "+1.1 AP for Faster R-CNN", _check_suppressor("soft_nms_gaussian", "normal")),
+    Claim("nms_removes_crowded_objects", "nms",
+          "Greedy NMS keeps the best-scoring box and removes overlapping true objects in crowds.",
+          "Bodla et al. 2017; Liu et al. 2019 (motivation)", "qualitative", _check_nms_loses_crowds),
+    Claim("soft_nms_in_crowds", "nms", "Soft-NMS recovers the crowded objects NMS removes.",
+          "Bodla et al. 2017", "gains grow with the overlap of the objects",
+          _check_suppressor("soft_nms_gaussian", "crowded")),
+    Claim("adaptive_nms_in_crowds", "nms",
+          "Adaptive-NMS, raising the threshold with the predicted density, beats NMS in crowds.",
+          "Liu, Huang, Wang 2019 (CityPersons, CrowdHuman)", "lower miss rate and higher AP than greedy NMS "
+          "in crowded pedestrian scenes", _check_suppressor("adaptive_nms", "crowded")),
+    Claim("diou_nms_in_crowds", "nms", "DIoU-NMS (IoU minus the centres' distance) beats NMS with occlusion.",
+          "Zheng et al. 2020", "small AP gains over NMS for YOLOv3 and SSD", _check_suppressor("diou_nms", "crowded")),
+]
+
+
+def verdicts(results: Mapping) -> list[dict]:
+    """Every claim whose suite is in ``results``: the claim, the published and measured numbers, the verdict."""
+    out = []
+    for claim in CLAIMS:
+        if not _has(results, claim.suite):
+            continue
+        measured, verdict, why = claim.check(results)
+        out.append({"id": claim.id, "suite": claim.suite, "claim": claim.claim, "source": claim.source,
+                    "published": claim.published, "measured": measured, "verdict": verdict, "why": why})
+    return out

@@ -1,0 +1,314 @@
+"""``detkit compare``: train (or load) a study's runs, measure them, run its suites, and write
+results.json, report.md and the plots.
+
+    results = compare(load_study("cpu"), ["focal", "nms"], Path("out"))
+
+The steps, in order: train or load every run the suites need (``runs.py``); evaluate each on
+its dataset's validation split, with a bootstrap over the images shared by all runs on that
+split (``detkit.evaluation.bootstrap``); measure parameters, GFLOPs and latency, the models
+taking turns (``measure.py``); the seed probe's spread; the suites (the pairs' differences,
+the suppressor study of ``suppression.py``); the verdicts (``claims.py``); then the files
+(``report.py``, ``plots.py``). Everything the report shows is in results.json, so the report
+and plots can be rebuilt from it alone (``detkit compare --report-only``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+import time
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+
+from detkit.compare.claims import verdicts
+from detkit.compare.measure import gflops, input_size, latency
+from detkit.compare.runs import (
+    TrainedRun,
+    is_main_process,
+    evaluate,
+    first_images,
+    load_raw,
+    parameters,
+    precise_batchnorm,
+    read_raw,
+    save_raw,
+    train_or_load,
+    val_dataset,
+)
+from detkit.compare.study import PAIRS, Study, probe_names, suite_runs, with_dataset
+from detkit.compare.suppression import FAMILIES, SUPPRESSORS, crowd_statistics, evaluate_suppressor, needs_densities
+from detkit.engine.loop_data import resolve_datasets
+from detkit.evaluation.bootstrap import accumulate, bootstrap, match_images, resample_indices
+from detkit.evaluation.coco_eval import coco_ground_truth
+
+FORMAT_VERSION = 1
+
+
+def compare(study: Study, suites: list[str], out: Path, *, command: str = "", reference: Mapping | None = None,
+            say: Callable[[str], None] = print, progress: bool = True) -> dict:
+    """Run ``suites`` of ``study``; write and return the results (see the module docstring)."""
+    started, clock = datetime.datetime.now(datetime.timezone.utc), time.monotonic()
+    names = study.runs_for(suites)
+    trained: dict[str, TrainedRun] = {}
+    for i, name in enumerate(names, start=1):
+        say(f"[{i}/{len(names)}] {name}: training ({_steps(study.runs[name].config)}) or loading")
+        trained[name] = train_or_load(study.runs[name], progress=progress)
+    if not is_main_process():  # under torchrun every process trains; one evaluates and writes
+        return {}
+    results: dict = {"detkit_compare": FORMAT_VERSION, "budget": study.budget, "about": study.about,
+                     "seed": study.seed, "suites_run": list(suites), "command": command, "study": study.spec,
+                     "runs": {}, "suites": {}}
+    say(f"recomputing BatchNorm statistics over {study.measure['precise_bn']} training batches (precise BN), "
+        "then evaluating every run on its validation split, with the bootstrap over its images")
+    draws, datasets = {}, {}
+    for name, run in trained.items():
+        precise_batchnorm(run, study.measure["precise_bn"])
+        if run.run.dataset not in datasets:
+            datasets[run.run.dataset] = val_dataset(run.config)
+            draws[run.run.dataset] = resample_indices(len(datasets[run.run.dataset]), study.measure["bootstrap"],
+                                                      seed=study.seed)
+        results["runs"][name] = _evaluated(run, datasets[run.run.dataset], draws[run.run.dataset])
+    say("measuring parameters, GFLOPs and latency (the models take turns, image by image)")
+    _measure_cost(trained, datasets, results["runs"], study.measure)
+    results["noise"] = _noise(study, results["runs"])
+    for suite in suites:
+        say(f"suite {suite}")
+        if suite == "nms":
+            results["suites"]["nms"] = _nms_suite(study, trained[study.suites["nms"]["run"]], out)
+        elif suite == "detectors":
+            results["suites"]["detectors"] = {"runs": suite_runs(suite, study.suites[suite])}
+        else:
+            baseline, variant = (study.suites[suite][role] for role in PAIRS[suite])
+            results["suites"][suite] = {"baseline": baseline, "variant": variant,
+                                        "roles": {role: study.suites[suite][role] for role in PAIRS[suite]}}
+    results["claims"] = verdicts(results)
+    if reference is not None:
+        results["reference"] = reproduction(results, reference)
+    results["provenance"] = provenance(started, time.monotonic() - clock)
+    write(results, out)
+    return results
+
+
+def write(results: Mapping, out: Path) -> list[Path]:
+    """results.json, report.md and the plots into ``out``."""
+    from detkit.compare.plots import plot_all
+    from detkit.compare.report import write_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    partial = out / "results.json.tmp"
+    partial.write_text(dumps(results))
+    os.replace(partial, path)
+    plots = plot_all(results, out)
+    return [path, write_report(results, out, plots), *plots]
+
+
+def dumps(results: Mapping) -> str:
+    """Indented JSON with each list of numbers on one line (bootstraps, curves stay readable)."""
+    text = json.dumps(results, indent=1, default=_plain)
+    return re.sub(r"\[\s*([-+0-9.eE,\s]+?)\s*\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
+
+
+def _plain(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def _steps(config: Mapping) -> str:
+    train = config["train"]
+    return f"{train['max_iters']} steps" if train["max_iters"] else f"{train['epochs']} epochs"
+
+
+# ------------------------------------------------------------------------------ per run
+
+
+def _evaluated(run: TrainedRun, dataset, draws: np.ndarray) -> dict:
+    evaluation, coco_results = evaluate(run, dataset)
+    matches = match_images(coco_ground_truth(dataset.index), coco_results)
+    spread = bootstrap(matches, draws)
+    recall, iou50 = evaluation.pr_curve(0.5)
+    _, iou75 = evaluation.pr_curve(0.75)
+    return {
+        "dataset": run.run.dataset, "config": run.run.config, "seed": run.run.config["train"]["seed"],
+        "steps": run.steps, "train_seconds": run.train_seconds, "reused": run.reused,
+        "eval": {"images": len(dataset), "stats": evaluation.stats, "per_class": evaluation.per_class,
+                 "pr": {"recall": recall.tolist(), "iou50": iou50.tolist(), "iou75": iou75.tolist()},
+                 "check": accumulate(matches)},  # the bootstrap's own accumulation of all images (= stats)
+        "bootstrap": {metric: [round(float(v), 6) for v in values] for metric, values in spread.items()},
+        "loss": _losses(Path(run.run.config["train"]["out"]) / "metrics.jsonl"),
+    }
+
+
+def _losses(path: Path) -> list[list[float]]:
+    """[(iteration, total loss)] logged during training (empty when loaded from weights)."""
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [[r["iteration"], r["loss"]] for r in rows if "loss" in r]
+
+
+def _measure_cost(trained: Mapping[str, TrainedRun], datasets: Mapping, runs: dict, measure: Mapping) -> None:
+    images = {name: first_images(datasets[run.run.dataset], measure["latency_images"]) for name, run in trained.items()}
+    for name, run in trained.items():
+        runs[name].update(params=parameters(run.model), gflops=gflops(run.model, images[name][0]),
+                          input=input_size(run.model, images[name][0]), latency={})
+    models = {name: run.model for name, run in trained.items() if ".seed+" not in name}  # probes cost the same
+    timed = _turns(models, images, "cpu", measure["warmup"])
+    if torch.cuda.is_available():
+        for model in models.values():
+            model.cuda()
+        timed_gpu = _turns(models, images, "cuda", measure["warmup"])
+        for model in models.values():
+            model.cpu()
+    for name in models:
+        runs[name]["latency"]["cpu"] = timed[name]
+        if torch.cuda.is_available():
+            runs[name]["latency"]["cuda"] = timed_gpu[name]
+    for name in trained:
+        if ".seed+" in name:
+            runs[name]["latency"] = runs[name.split(".seed+")[0]]["latency"]
+
+
+def _turns(models, images, device, warmup):
+    """Latency with each model on its own dataset's images; models sharing a dataset take turns."""
+    groups: dict[int, dict] = {}
+    for name, model in models.items():
+        groups.setdefault(id(images[name]), {})[name] = model
+    out = {}
+    for group in groups.values():
+        first = next(iter(group))
+        out.update(latency(group, images[first], device=device, warmup=warmup))
+    return out
+
+
+def _noise(study: Study, runs: Mapping) -> dict:
+    noise = {"bootstrap_draws": study.measure["bootstrap"], "seed_probe": None}
+    probe = study.measure.get("seed_probe")
+    if probe and probe["run"] in runs and all(n in runs for n in probe_names(probe)):
+        members = [probe["run"], *probe_names(probe)]
+        entry = {"run": probe["run"], "runs": members, "seeds": [runs[n]["seed"] for n in members]}
+        for metric in ("AP", "AP50"):
+            values = [runs[n]["eval"]["stats"][metric] for n in members]
+            entry[metric] = values
+            entry[f"std_{metric}"] = float(np.std(values, ddof=1))
+        noise["seed_probe"] = entry
+    return noise
+
+
+# ------------------------------------------------------------------------------ the suppressor study
+
+
+def _nms_suite(study: Study, run: TrainedRun, out: Path) -> dict:
+    spec = study.suites["nms"]
+    cache = Path(run.run.config["train"]["out"])
+    threshold = float(spec["score_threshold"])
+    suite = {"run": run.run.name, "score_threshold": threshold, "splits": {}, "crowd_statistics": {}}
+    for label, split in spec["splits"].items():
+        dataset = val_dataset(with_dataset(run.config, study.datasets[split["dataset"]]), split["min_pair_iou"])
+        raw_path = cache / f"raw_{label}.pt"
+        if raw_path.is_file():
+            raw, cap = load_raw(raw_path)
+        else:
+            raw, cap = read_raw(run, dataset)
+            save_raw(raw, cap, raw_path)
+        has_densities = all("densities" in det for det in raw.values())
+        index, ids = dataset.index, dataset.index.category_ids
+        rows, matches = {}, {}
+        for name, config in SUPPRESSORS.items():
+            if needs_densities(config) and not has_densities:
+                continue
+            rows[name], _, matches[name] = evaluate_suppressor(index, raw, config, cap, threshold, ids, matches=True)
+        draws = resample_indices(len(index.records), study.measure["bootstrap"], seed=study.seed)
+        spread = {name: bootstrap(m, draws) for name, m in matches.items()}
+        sigma = {name: {metric: float(np.std(spread[name][metric] - spread["nms"][metric], ddof=1))
+                        for metric in ("AP", "AP50", "AR100")} for name in rows if name != "nms"}
+        sweep = {}
+        for family, (base, key, values) in FAMILIES.items():
+            if needs_densities(base) and not has_densities:
+                continue
+            entry = {"key": key, "values": list(spec["sweep"][values]), "AP": [], "AP50": [], "recall_covered": []}
+            for value in entry["values"]:
+                row, _, _ = evaluate_suppressor(index, raw, {**base, key: value}, cap, threshold, ids)
+                for metric in ("AP", "AP50", "recall_covered"):
+                    entry[metric].append(row[metric])
+            sweep[family] = entry
+        suite["splits"][label] = {"dataset": split["dataset"], "min_pair_iou": split["min_pair_iou"],
+                                  "images": len(index.records), "cap": cap, "rows": rows, "sigma_vs_nms": sigma,
+                                  "sweep": sweep}
+    for dataset_name, which in spec["crowd_statistics"].items():
+        try:
+            train_index, val_index = resolve_datasets({"data": study.datasets[dataset_name]})
+        except ValueError as error:  # e.g. coco128 absent beside a pip-installed detkit: say so, go on
+            suite["crowd_statistics"][dataset_name] = {"missing": str(error)}
+            continue
+        index = val_index if which == "val" else train_index
+        suite["crowd_statistics"][dataset_name] = {"split": which, **crowd_statistics(index, spec["sweep"]["iou"])}
+    return suite
+
+
+# ------------------------------------------------------------------------------ provenance and reproduction
+
+
+def provenance(started: datetime.datetime, seconds: float) -> dict:
+    """Package versions and hardware: what a reader needs to rerun the study."""
+    from importlib import metadata
+
+    versions = {}
+    for package in ("detkit", "torch", "torchvision", "numpy", "pycocotools", "faster-coco-eval", "albumentations",
+                    "opencv-python-headless", "matplotlib"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"started": started.isoformat(timespec="seconds"), "seconds": round(seconds, 1),
+            "python": platform.python_version(), "platform": platform.platform(), "cpu": _cpu_name(),
+            "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "packages": versions}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def reproduction(results: Mapping, reference: Mapping) -> dict:
+    """This run's numbers against ``reference`` (an earlier results.json): per run present in
+    both, the AP, AP50 and latency differences, and whether each AP difference lies within the
+    noise this study states (2 x the seed probe's sigma, or the bootstrap's when it ran none)."""
+    rows = {}
+    sigma_seed = (results.get("noise", {}).get("seed_probe") or {}).get("std_AP")
+    for name, run in results["runs"].items():
+        theirs = reference.get("runs", {}).get(name)
+        if not theirs:
+            continue
+        ap, ap50 = run["eval"]["stats"]["AP"], run["eval"]["stats"]["AP50"]
+        ref_ap, ref_ap50 = theirs["eval"]["stats"]["AP"], theirs["eval"]["stats"]["AP50"]
+        sigma = sigma_seed if sigma_seed is not None else float(np.std(run["bootstrap"]["AP"], ddof=1))
+        row = {"AP": ap, "reference_AP": ref_ap, "delta_AP": ap - ref_ap, "delta_AP50": ap50 - ref_ap50,
+               "noise_AP": 2 * sigma, "within_noise": abs(ap - ref_ap) <= 2 * sigma,
+               "identical": ap == ref_ap and ap50 == ref_ap50}
+        ours_ms, ref_ms = run.get("latency", {}).get("cpu"), theirs.get("latency", {}).get("cpu")
+        if ours_ms and ref_ms:
+            row["latency_ratio"] = ours_ms["median_ms"] / ref_ms["median_ms"]
+        rows[name] = row
+    same_claims = {c["id"]: c["verdict"] for c in results.get("claims", [])}
+    ref_claims = {c["id"]: c["verdict"] for c in reference.get("claims", [])}
+    changed = [i for i in same_claims if i in ref_claims and same_claims[i] != ref_claims[i]]
+    return {"command": reference.get("command", ""), "started": reference.get("provenance", {}).get("started"),
+            "runs": rows, "verdicts_changed": changed}

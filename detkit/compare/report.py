@@ -1,0 +1,284 @@
+"""report.md from results.json: the verdicts first, then the noise the verdicts are judged
+against, each suite's tables and pictures, and the provenance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import yaml
+
+from detkit.compare.claims import NOT_MEASURABLE, REPRODUCED
+from detkit.compare.study import PAIRS
+
+SUITE_TITLES = {
+    "detectors": "Detectors: two-stage against one-stage",
+    "focal": "Focal loss against alpha-balanced cross-entropy (RetinaNet)",
+    "necks": "FPN against BiFPN (same detector and backbone)",
+    "backbones": "ResNet against EfficientNet (matched ImageNet cost)",
+    "nms": "Suppressors: NMS, Soft-NMS, Adaptive-NMS, DIoU-NMS on the same raw predictions",
+}
+IMAGENET_META = {  # backbone -> torchvision weights whose metadata gives ImageNet accuracy and cost
+    ("resnet", 18): "ResNet18_Weights", ("resnet", 34): "ResNet34_Weights", ("resnet", 50): "ResNet50_Weights",
+    ("resnet", 101): "ResNet101_Weights", **{("efficientnet", f"b{i}"): f"EfficientNet_B{i}_Weights" for i in range(8)},
+}
+
+
+def _f(value: float, digits: int = 3) -> str:
+    return "-" if value is None or value < 0 else f"{value:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list], numbers_from: int | None = None) -> list[str]:
+    """A Markdown table; columns from ``numbers_from`` on are right-aligned (numbers)."""
+    align = ["---:" if numbers_from is not None and i >= numbers_from else "---" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    return lines + ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+
+
+def architecture(config: Mapping) -> str:
+    """"faster_rcnn, resnet-18 + fpn 64" from a run config's model section."""
+    model = config["model"]
+    backbone = model.get("backbone") or {}
+    kind = backbone.get("type", {"ssd": "vgg16_ssd", "yolo": "darknet53", "efficientdet": "efficientnet"}.get(
+        model["type"], "resnet"))
+    depth = backbone.get("depth") or backbone.get("variant") or ("b0" if kind == "efficientnet" else
+                                                                 50 if kind == "resnet" else "")
+    neck = model.get("neck", {"type": {"efficientdet": "bifpn", "ssd": None}.get(model["type"], "fpn")}) or {}
+    if not neck.get("type"):
+        neck = {}
+    neck_text = f" + {neck['type']} {neck.get('out_channels') or neck.get('width') or ''}".rstrip() if neck else ""
+    scale = f" ({model['scale']})" if model.get("scale") else ""
+    return f"{model['type']}{scale}, {kind}-{depth}{neck_text}".replace("-,", ",")
+
+
+def _pm(run: Mapping) -> str:
+    import numpy as np
+
+    return f"{_f(run['eval']['stats']['AP'])} ± {np.std(run['bootstrap']['AP'], ddof=1):.3f}"
+
+
+def _model_rows(results: Mapping, names: list[str]) -> tuple[list[str], list[list]]:
+    gpu = any("cuda" in results["runs"][n]["latency"] for n in names)
+    header = ["run", "architecture", "input", "params (M)", "GFLOPs", "CPU ms (quartiles)", "CPU FPS",
+              *(["GPU ms"] if gpu else []), "AP ± boot", "AP50", "AP75", "APs", "APm", "APl", "train (min)"]
+    rows = []
+    for name in names:
+        run = results["runs"][name]
+        s, cpu = run["eval"]["stats"], run["latency"]["cpu"]
+        rows.append([f"`{name}`", architecture(run["config"]), "x".join(map(str, run["input"])),
+                     f"{run['params'] / 1e6:.2f}", f"{run['gflops']:.2f}",
+                     f"{cpu['median_ms']:.1f} ({cpu['q25_ms']:.1f}-{cpu['q75_ms']:.1f})", f"{cpu['fps']:.0f}",
+                     *([f"{run['latency']['cuda']['median_ms']:.1f}" if 'cuda' in run['latency'] else "-"] if gpu else []),
+                     _pm(run), _f(s["AP50"]), _f(s["AP75"]), _f(s["APs"]), _f(s["APm"]), _f(s["APl"]),
+                     f"{run['train_seconds'] / 60:.1f}" + (" (reused)" if run["reused"] else "")])
+    return header, rows
+
+
+def _claims_of(results: Mapping, suite: str) -> list[dict]:
+    return [c for c in results.get("claims", []) if c["suite"] == suite]
+
+
+def _verdict(claim: Mapping) -> str:
+    mark = {REPRODUCED: "**reproduced**", NOT_MEASURABLE: "*not measurable here*"}.get(
+        claim["verdict"], "**not reproduced at this budget**")
+    return f"{mark} ({claim['why']})"
+
+
+def _verdict_table(claims: list[dict]) -> list[str]:
+    return _table(["suite", "claim", "published", "measured here", "verdict"],
+                  [[c["suite"], c["claim"], f"{c['published']} ({c['source']})", c["measured"], _verdict(c)]
+                   for c in claims])
+
+
+def write_report(results: Mapping, out: Path, plots: list[Path]) -> Path:
+    lines = [f"# detkit compare: the {results['budget']} budget", ""]
+    if results["budget"] == "smoke":
+        lines += ["> **Smoke budget.** This run checks the machinery; its numbers and verdicts mean nothing.", ""]
+    lines += [results.get("about", ""), ""]
+    lines += _header(results) + [""]
+    lines += ["## Verdicts", "", *_verdict_table(results.get("claims", [])), ""]
+    lines += _noise_section(results) + [""]
+    shown = {p.name for p in plots}
+    for suite in results["suites"]:
+        lines += [f"## {SUITE_TITLES[suite]}", ""]
+        if suite == "nms":
+            lines += _nms_section(results)
+        else:
+            lines += _model_suite(results, suite, shown)
+        claims = _claims_of(results, suite)
+        if claims:
+            lines += ["", *[f"- {c['claim']} {_verdict(c)}: {c['measured']}." for c in claims]]
+        lines.append("")
+    if "training.png" in shown:
+        lines += ["## Training", "", "Loss against step for each run (log scale): whether the budget ended a run "
+                  "still learning shows here.", "", "![training loss](training.png)", ""]
+    if results.get("reference"):
+        lines += _reproduction(results) + [""]
+    lines += _provenance(results)
+    path = out / "report.md"
+    path.write_text("\n".join(lines).rstrip() + "\n")
+    return path
+
+
+def _header(results: Mapping) -> list[str]:
+    p = results["provenance"]
+    gpu = p["gpu"] or "no GPU"
+    return [f"Produced by `{results['command']}` on {p['started']} in {p['seconds'] / 60:.0f} min: {p['cpu']}, "
+            f"{p['cores']} cores ({p['torch_threads']} torch threads), {gpu}; detkit {p['packages']['detkit']}, "
+            f"torch {p['packages']['torch']}, seed {results['seed']}. Everything below is in `results.json`; "
+            "the plots are drawn from it."]
+
+
+def _noise_section(results: Mapping) -> list[str]:
+    noise = results["noise"]
+    lines = ["## Noise: what a difference means here", "",
+             f"- **Evaluation sample.** Each AP is measured on the validation split's images; `± boot` is the standard "
+             f"deviation of AP over {noise['bootstrap_draws']} bootstrap resamples of those images. Two runs on one "
+             "split share the resamples, so the noise of their difference is paired."]
+    probe = noise.get("seed_probe")
+    if probe:
+        values = ", ".join(f"{ap:.3f}" for ap in probe["AP"])
+        lines.append(f"- **Training seed.** `{probe['run']}` trained with seeds {probe['seeds']}: AP {values} "
+                     f"(AP50 {', '.join(f'{v:.3f}' for v in probe['AP50'])}), sigma_seed = {probe['std_AP']:.3f} AP. "
+                     "This is also the noise to expect from rerunning the study on another machine or software "
+                     "build (floating-point differences grow like a change of seed).")
+    lines += ["- **A difference between two models counts** when it exceeds 2 sigma, sigma^2 = var_boot(difference) + "
+              "2 sigma_seed^2. Between suppressors on one model's saved predictions only the bootstrap applies.",
+              "- **Rerunning with the same seed** on the same machine and software gives the same weights, hence the "
+              "same AP to the last digit: training on the CPU is deterministic here (data order, augmentation and "
+              "initialisation all derive from the seed). Latency is a median over images; reruns move it by about "
+              "its quartile spread (shown in the tables)."]
+    return lines
+
+
+def _model_suite(results: Mapping, suite: str, shown: set[str]) -> list[str]:
+    spec = results["suites"][suite]
+    names = list(spec["runs"]) if suite == "detectors" else [spec["baseline"], spec["variant"]]
+    header, rows = _model_rows(results, names)
+    lines = _table(header, rows, numbers_from=2)
+    if suite in PAIRS:
+        import numpy as np
+
+        from detkit.compare.claims import difference
+
+        delta, sigma = difference(results, spec["variant"], spec["baseline"])
+        boot = np.asarray(results["runs"][spec["variant"]]["bootstrap"]["AP"]) - np.asarray(
+            results["runs"][spec["baseline"]]["bootstrap"]["AP"])
+        lines += ["", f"Difference `{spec['variant']}` - `{spec['baseline']}`: {delta:+.3f} AP; noise sigma = "
+                  f"{sigma:.3f} (paired bootstrap {boot.std(ddof=1):.3f}, with the training seed's)."]
+        if suite == "backbones":
+            lines += ["", *_imagenet_rows(results, names)]
+    if suite == "detectors":
+        lines += ["", *(f"![{n}]({n}.png)" for n in ("speed_accuracy", "ap_by_size", "pr_curves") if f"{n}.png" in shown)]
+    return lines
+
+
+def _imagenet_rows(results: Mapping, names: list[str]) -> list[str]:
+    """The backbones' ImageNet accuracy and cost as torchvision publishes them (its weights'
+    metadata; nothing is downloaded): the advantage pretraining would bring, absent from scratch."""
+    import torchvision
+
+    rows = []
+    for name in names:
+        backbone = results["runs"][name]["config"]["model"].get("backbone") or {}
+        key = (backbone.get("type"), backbone.get("depth") or backbone.get("variant"))
+        if key not in IMAGENET_META:
+            continue
+        weights = getattr(torchvision.models, IMAGENET_META[key]).IMAGENET1K_V1
+        rows.append([f"`{name}`", f"{key[0]}-{key[1]}", f"{weights.meta['_metrics']['ImageNet-1K']['acc@1']:.1f}%",
+                     f"{weights.meta['_ops']:.2f}", f"{weights.meta['num_params'] / 1e6:.1f}"])
+    if not rows:
+        return []
+    return ["torchvision's ImageNet classifiers of these backbones (224 px; from its weights' metadata):", "",
+            *_table(["run", "backbone", "ImageNet top-1", "GFLOPs (multiply-adds)", "params (M)"], rows, 2)]
+
+
+def _nms_section(results: Mapping) -> list[str]:
+    nms = results["suites"]["nms"]
+    run = results["runs"][nms["run"]]
+    t = nms["score_threshold"]
+    lines = [f"One model, `{nms['run']}` ({architecture(run['config'])}, trained on `{run['dataset']}`), read out "
+             "once per split without suppression (every candidate above its score threshold, saved), then each "
+             "suppressor at its paper's setting, then the model's cap of detections per image. `recoverable`: objects "
+             "some raw candidate covers at IoU 0.5 (the most any suppressor can keep); `lost`: recoverable objects no "
+             f"kept detection covers. At score >= {t}: true positives, duplicates (a second detection of a matched "
+             "object) and other false positives.", ""]
+    for label, split in nms["splits"].items():
+        subset = f", only images with a same-class pair at IoU >= {split['min_pair_iou']}" if split["min_pair_iou"] else ""
+        lines += [f"### {label} split: `{split['dataset']}` val ({split['images']} images{subset})", ""]
+        header = ["suppressor", "config", "AP", "AP50", "AP75", "AR100", "AP vs nms (sigma)", "recall IoU.5",
+                  "recoverable", "lost", f"recall @{t}", f"precision @{t}", f"duplicates @{t}", f"other FP @{t}",
+                  "kept / image"]
+        rows = []
+        for name, row in split["rows"].items():
+            sigma = split["sigma_vs_nms"].get(name)
+            delta = f"{row['AP'] - split['rows']['nms']['AP']:+.3f} ({sigma['AP']:.3f})" if sigma else "-"
+            config = ", ".join(f"{k}={v}" for k, v in row["config"].items() if k != "type") or "-"
+            rows.append([f"`{name}`", config, _f(row["AP"]), _f(row["AP50"]), _f(row["AP75"]), _f(row["AR100"]), delta,
+                         _f(row["recall_covered"]), row["recoverable"], row["lost"], _f(row["recall_at_threshold"]),
+                         _f(row["precision_at_threshold"]), row["duplicates"], row["other_fp"],
+                         f"{row['kept'] / max(1, row['images']):.1f}"])
+        lines += [*_table(header, rows, numbers_from=2), ""]
+        lines += _sweep_tables(label, split["sweep"])
+    stats = nms.get("crowd_statistics") or {}
+    if stats:
+        lines += ["### The recall ceiling of greedy suppression: perfect boxes", "",
+                  "If a detector returned exactly the true boxes (scores in random order), the share of true objects "
+                  "that suppression at each IoU threshold would remove; `neighbour` is the share with a same-class "
+                  "neighbour above the threshold; Adaptive-NMS is given each object's true density.", ""]
+        rows = []
+        for name, s in stats.items():
+            if "missing" in s:
+                rows.append([f"`{name}`", "not found", "", "", "", s["missing"]])
+                continue
+            for kind in ("nms", "diou_nms", "adaptive_nms", "neighbour"):
+                rows.append([f"`{name}` ({s['split']})", s["images"], s["objects"], kind,
+                             ", ".join(f"{t}: {100 * v:.1f}%" for t, v in zip(s["thresholds"], s[kind])), ""])
+        lines += [*_table(["dataset", "images", "objects", "suppressor", "removed at IoU threshold", "note"], rows), ""]
+    lines += ["![suppressors](nms.png)", "", "![sweep](nms_sweep.png)"]
+    return lines
+
+
+def _sweep_tables(label: str, sweep: Mapping) -> list[str]:
+    """AP (and recall at IoU 0.5) of each suppressor family at each setting: one table per
+    swept parameter (the IoU threshold, gaussian Soft-NMS's sigma)."""
+    lines = []
+    for key, title in (("iou_threshold", "IoU threshold"), ("sigma", "sigma")):
+        families = {f: e for f, e in sweep.items() if e["key"] == key}
+        if not families:
+            continue
+        values = next(iter(families.values()))["values"]
+        rows = [[f"`{f}`", *(f"{_f(ap)} / {_f(r)}" for ap, r in zip(e["AP"], e["recall_covered"]))]
+                for f, e in families.items()]
+        lines += [f"Sweep of the {title} ({label} split): AP / recall at IoU 0.5.", "",
+                  *_table([f"suppressor \\ {title}", *map(str, values)], rows, 1), ""]
+    return lines
+
+
+def _reproduction(results: Mapping) -> list[str]:
+    ref = results["reference"]
+    rows = []
+    for name, r in ref["runs"].items():
+        rows.append([f"`{name}`", _f(r["reference_AP"]), _f(r["AP"]), f"{r['delta_AP']:+.4f}", f"{r['delta_AP50']:+.4f}",
+                     f"{r['noise_AP']:.3f}", "identical" if r["identical"] else ("yes" if r["within_noise"] else "**no**"),
+                     f"{r['latency_ratio']:.2f}" if "latency_ratio" in r else "-"])
+    changed = ", ".join(ref["verdicts_changed"]) or "none"
+    return ["## Reproduction against an earlier run", "",
+            f"Reference: `{ref['command']}` ({ref['started']}). Each run's AP now and then; 'within noise' means "
+            "|difference| <= 2 sigma_seed (the bootstrap's sigma when no seed probe ran).", "",
+            *_table(["run", "AP then", "AP now", "difference", "AP50 difference", "noise (2 sigma)", "within noise",
+                     "latency now / then"], rows, 1), "", f"Verdicts that changed: {changed}."]
+
+
+def _provenance(results: Mapping) -> list[str]:
+    p = results["provenance"]
+    packages = ", ".join(f"{k} {v}" for k, v in p["packages"].items() if v)
+    recipe = yaml.safe_dump(results["study"].get("recipe", {}), sort_keys=False).strip()
+    lines = ["## Provenance", "", f"- Python {p['python']} on {p['platform']}; {packages}.",
+             f"- The study: `{results['study'].get('budget', results['budget'])}` "
+             f"(detkit's `configs/compare/{results['budget']}.yaml`); the recipe every run shares:", "", "```yaml",
+             recipe, "```", "", "Each run's full config (model, data, train) is in `results.json` under "
+             "`runs.<name>.config`; the run folders hold their checkpoints, `config.yaml` and `metrics.jsonl`.", ""]
+    rows = [[f"`{n}`", r["dataset"], r["seed"], r["steps"], f"{r['train_seconds'] / 60:.1f}", architecture(r["config"])]
+            for n, r in results["runs"].items()]
+    return lines + _table(["run", "dataset", "seed", "steps", "train (min)", "architecture"], rows, 2)

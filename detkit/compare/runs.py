@@ -1,0 +1,235 @@
+"""The study's models: trained once (or resumed, or loaded), evaluated, and read out raw.
+
+Each run trains with ``detkit.engine.train`` into its own folder under the runs directory.
+When the run has finished there before (``compare.json`` beside its checkpoints records the
+config it finished with), the checkpoint is loaded instead: rerunning a study, or another
+suite of it, never trains a model twice, and an interrupted study continues from the last
+checkpoint of the run it was in. A folder holding a run of another config is refused.
+The final weights (``last.pth``, the end of the budget) are what is evaluated: picking the
+best epoch on the validation split would select on the numbers being compared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import numpy as np
+import torch
+
+from detkit.checkpoints import load_weights
+from detkit.compare.study import Run
+from detkit.data import DetectionDataset, build_transforms
+from detkit.data.records import DatasetIndex
+from detkit.engine import evaluate_model, load_model, predict, train
+from detkit.engine.distributed import World
+from detkit.engine.loop_data import EpochBatches, loader, make_datasets, resolve_datasets
+from detkit.engine.trainer import complete_model_config
+from detkit.evaluation import CocoEvaluation, coco_ground_truth
+from detkit.models import recalibrate_batchnorm
+from detkit.ops import box_iou, build_suppressor
+
+RECORD = "compare.json"  # in a run folder: the config it finished with, its steps and seconds
+
+
+@dataclass
+class TrainedRun:
+    run: Run
+    model: torch.nn.Module
+    config: dict  # the resolved run config (num_classes and class names filled in)
+    steps: int
+    train_seconds: float
+    reused: bool  # loaded from an earlier finished run rather than trained now
+
+
+def is_main_process() -> bool:
+    """False in the processes torchrun starts besides rank 0 (they train, and write nothing)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _comparable(config: Mapping) -> str:
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def train_or_load(run: Run, *, device: str = "cpu", progress: bool = True) -> TrainedRun:
+    """The run's trained model: loaded if its folder holds this config finished, else trained,
+    resumed from ``last.pth`` when an interrupted training of this config left one."""
+    out = Path(run.config["train"]["out"])
+    train_index, _ = resolve_datasets(run.config)
+    resolved = {**run.config, "model": complete_model_config(run.config, train_index.class_names)}
+    if run.weights:
+        return TrainedRun(run, load_model(resolved, run.weights, device), resolved, 0, 0.0, True)
+    path = out / RECORD
+    record = json.loads(path.read_text()) if path.is_file() else None
+    if record is None and (out / "last.pth").is_file():
+        raise ValueError(f"{out} holds a checkpoint that detkit compare did not write: delete the folder, or "
+                         "give detkit compare another --runs folder")
+    if record is not None and _comparable(record["config"]) != _comparable(run.config):
+        raise ValueError(f"{out} holds a run of another config than study run {run.name!r}: delete the folder, "
+                         "or give detkit compare another --runs folder")
+    if record is not None and record["finished"]:
+        model = load_model(resolved, out / "last.pth", device)
+        return TrainedRun(run, model, resolved, record["steps"], record["seconds"], True)
+    resume = record is not None and (out / "last.pth").is_file()
+    record = {"config": run.config, "finished": False, "steps": 0, "seconds": record["seconds"] if resume else 0.0}
+    writes = is_main_process()
+    if writes:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(path, record)
+    started = time.monotonic()
+    try:
+        result = train(run.config, resume=resume, progress=progress)
+        record.update(finished=True, steps=result.state.iteration)
+    finally:  # an interrupted run keeps the seconds it spent, so a resumed one reports its whole cost
+        record["seconds"] += time.monotonic() - started
+        if writes:
+            _write_json(path, record)
+    model = load_model(resolved, result.last, device)
+    return TrainedRun(run, model, resolved, record["steps"], record["seconds"], False)
+
+
+def _write_json(path: Path, data) -> None:
+    """Written beside and renamed into place: a kill never leaves half a record."""
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(partial, path)
+
+
+@torch.no_grad()
+def precise_batchnorm(trained: TrainedRun, batches: int) -> int:
+    """Recompute the model's BatchNorm statistics over the first ``batches`` training batches
+    of its seed's first epoch ("precise BN", as Detectron2 does before evaluating): after a
+    short schedule, momentum-0.01 BatchNorms (EfficientDet's) still remember the untrained
+    network. The same whatever ran before (the random draws are the run's seed's); returns
+    the batches seen (0: nothing done)."""
+    if batches <= 0:
+        return 0
+    config = trained.config
+    train_index, _ = resolve_datasets(config)
+    train_set, _ = make_datasets(config, train_index, None)
+    order = EpochBatches(train_set, config["data"]["batch_size"], seed=config["train"]["seed"], epoch=0,
+                         shuffle=True, group_aspect_ratio=config["data"]["group_aspect_ratio"], world=World())
+
+    def first_batches():
+        for i, batch in enumerate(loader(train_set, order, 0, config["train"]["seed"])):
+            if i == batches:
+                return
+            yield batch.images, [{"boxes": t["boxes"], "labels": t["labels"]} for t in batch.targets]
+
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):  # stochastic depth draws in train mode: seeded, no one else's
+        torch.manual_seed(config["train"]["seed"])
+        seen = recalibrate_batchnorm(trained.model, first_batches())
+    trained.model.eval()
+    return seen
+
+
+# ------------------------------------------------------------------------------ evaluation data
+
+
+def val_dataset(config: Mapping, min_pair_iou: float | None = None) -> DetectionDataset:
+    """The config's validation split as an evaluation dataset (optionally only its crowded
+    images: see ``crowded_subset``)."""
+    _, index = resolve_datasets(config)
+    if index is None:
+        raise ValueError(f"run {config.get('name')}: its data has no val split to evaluate on")
+    if min_pair_iou is not None:
+        index = crowded_subset(index, min_pair_iou)
+    transforms = build_transforms(config["data"]["eval_transforms"], train=False, where="data.eval_transforms")
+    return DetectionDataset(index, transforms, keep_crowd=True)
+
+
+def crowded_subset(index: DatasetIndex, min_pair_iou: float) -> DatasetIndex:
+    """The images of ``index`` holding two objects of one class whose boxes overlap at IoU >=
+    ``min_pair_iou`` (the case where greedy NMS at that threshold removes a true object),
+    with the ground truth restricted to them."""
+    keep = []
+    for record in index.records:
+        objects = ~record.iscrowd
+        boxes, labels = torch.as_tensor(record.boxes[objects]), torch.as_tensor(record.labels[objects])
+        if len(boxes) > 1:
+            iou = box_iou(boxes, boxes)
+            iou.fill_diagonal_(0)
+            iou[labels[:, None] != labels[None, :]] = 0
+            if float(iou.max()) >= min_pair_iou:
+                keep.append(record)
+    if not keep:
+        raise ValueError(f"{index.source}: no image holds a same-class pair at IoU >= {min_pair_iou}")
+    gt = coco_ground_truth(index)
+    ids = {r.image_id for r in keep}
+    coco = {**gt, "images": [img for img in gt["images"] if img["id"] in ids],
+            "annotations": [a for a in gt["annotations"] if a["image_id"] in ids]}
+    return dataclasses.replace(index, records=keep, coco=coco)
+
+
+def evaluate(trained: TrainedRun, dataset: DetectionDataset, *, device: str = "cpu"
+             ) -> tuple[CocoEvaluation, list[dict]]:
+    evaluation, results = evaluate_model(trained.model, dataset, device=device,
+                                         batch_size=trained.config["data"]["batch_size"])
+    if evaluation is None:
+        raise ValueError(f"run {trained.run.name}: the evaluation split has no images")
+    return evaluation, results
+
+
+# ------------------------------------------------------------------------------ raw candidates
+
+
+@contextlib.contextmanager
+def raw_candidates(model) -> Iterator[int]:
+    """Within it, ``model`` outputs every candidate that scored above its score threshold,
+    unsuppressed and uncapped (suppressor ``none``); yields the detections-per-image cap its
+    own post-processing applies after suppressing. Restores the model on exit."""
+    owner = model.roi_heads if hasattr(model, "roi_heads") else model  # Faster R-CNN caps in its RoI heads
+    suppressor = owner.suppress
+    cap = owner.detections_per_image
+    owner.suppress, owner.detections_per_image = build_suppressor({"type": "none"}), sys.maxsize
+    try:
+        yield cap
+    finally:
+        owner.suppress, owner.detections_per_image = suppressor, cap
+
+
+def read_raw(trained: TrainedRun, dataset: DetectionDataset, *, device: str = "cpu") -> tuple[dict, int]:
+    """{image_id: {"boxes", "scores", "labels"(, "densities")}} before suppression, in the
+    original images' pixels, and the model's detections-per-image cap."""
+    with raw_candidates(trained.model) as cap:
+        pairs, skipped = predict(trained.model, dataset, device=device,
+                                 batch_size=trained.config["data"]["batch_size"], progress=False)
+    if skipped:
+        raise ValueError(f"{len(skipped)} images of {dataset.index.source} could not be read")
+    return {image_id: det for image_id, det in pairs}, cap
+
+
+def save_raw(raw: Mapping[int, Mapping], cap: int, path: Path) -> Path:
+    """The raw candidates, once, as plain tensors (read back with ``weights_only``)."""
+    from detkit.checkpoints import save_atomic
+
+    return save_atomic({"cap": cap, "images": {int(k): dict(v) for k, v in raw.items()}}, path)
+
+
+def load_raw(path: Path) -> tuple[dict, int]:
+    saved = load_weights(path, "raw candidates")
+    return saved["images"], int(saved["cap"])
+
+
+def parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def first_images(dataset: DetectionDataset, n: int) -> list[torch.Tensor]:
+    """The first ``n`` readable images of ``dataset`` (uint8 [3, H, W], as the model gets them)."""
+    images = []
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        if sample is not None:
+            images.append(sample[0])
+        if len(images) == n:
+            break
+    return images

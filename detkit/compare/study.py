@@ -1,0 +1,288 @@
+"""A comparison study: the runs to train, the data they train on, the one recipe they share
+(the equal, declared budget), and the suites that compare them.
+
+A study is a YAML file; the three budgets ship as ``configs/compare/{smoke,cpu,full}.yaml``::
+
+    budget: cpu
+    seed: 0                       # every run's training seed (detkit compare --seed)
+    datasets:                     # data sections of run configs, by name
+      shapes: {synthetic: {out: data/compare/shapes, images: 1000, val_images: 250}}
+    recipe:                       # merged into every run: the budget is equal by construction
+      data: {batch_size: 4, train_transforms: {hflip: 0.5}}
+      train: {epochs: 6, optimizer: {type: adamw, lr: 0.001}}
+    runs:
+      retinanet: {data: shapes, model: {type: retinanet, ...}}
+      retinanet_ce: {from: retinanet, model: {criterion: {classification_loss: cross_entropy}}}
+      faster_rcnn: {config: ../faster_rcnn_r50_fpn.yaml}   # a run config file, relative to the study
+    suites:
+      detectors: {runs: [faster_rcnn, retinanet]}
+      focal: {focal: retinanet, cross_entropy: retinanet_ce}
+      necks: {fpn: ..., bifpn: ...}
+      backbones: {resnet: ..., efficientnet: ...}
+      nms: {run: ..., splits: {normal: shapes, crowded: {dataset: crowded, min_pair_iou: 0.5}}}
+    measure: {latency_images: 30, warmup: 3, bootstrap: 200, seed_probe: {run: retinanet, seeds: 2}}
+
+A run's config is built in this order, later over earlier: the ``config`` file (or the run
+named by ``from``), the dataset named by ``data`` (its train/val/synthetic replace the
+file's), the recipe, the run's own ``model``/``data``/``train`` keys; then its seed and run
+folder. Every key is checked, and a mistake names the study file and the key.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from detkit.config import (check, merge, parse_override, read_config, read_yaml, shipped_configs, unknown_choice,
+                           unknown_key)
+
+BUDGETS = ("smoke", "cpu", "full")
+SUITES = ("detectors", "focal", "necks", "backbones", "nms")
+PAIRS = {"focal": ("cross_entropy", "focal"), "necks": ("fpn", "bifpn"), "backbones": ("resnet", "efficientnet")}
+"""The two-run suites: (baseline role, variant role). Each claim says the variant does better."""
+
+_TOP_KEYS = ("budget", "about", "seed", "datasets", "recipe", "runs", "suites", "measure")
+_RUN_KEYS = ("config", "from", "data", "model", "train", "weights")
+_DATA_SOURCES = ("train", "val", "synthetic")  # the keys a dataset entry gives a run's data section
+MEASURE_DEFAULTS: dict[str, Any] = {
+    "latency_images": 30,  # images each model is timed on (batch 1), the models taking turns per image
+    "warmup": 3,  # untimed calls first: allocator and thread-pool start-up are not inference
+    "bootstrap": 200,  # resamples of the val images behind every AP's noise estimate
+    "seed_probe": None,  # {run, seeds}: that run retrained with more seeds, for the training noise
+    "precise_bn": 50,  # training batches BatchNorm statistics are recomputed over before evaluating (0: off)
+}
+NMS_DEFAULTS: dict[str, Any] = {
+    "score_threshold": 0.5,  # the operating point of the duplicates / recall-at-a-threshold diagnostics
+    "sweep": {  # thresholds each family is swept over (IoU for all but gaussian Soft-NMS's sigma)
+        "iou": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+        "sigma": [0.1, 0.25, 0.5, 0.75, 1.0],
+    },
+    "crowd_statistics": {},  # {dataset: split}: how many true objects greedy NMS would remove from perfect boxes
+}
+
+
+@dataclass
+class Run:
+    """One trained model of the study.
+
+    name: the run's name (its folder under the runs directory).
+    config: a checked run config (model, data, train) for ``detkit.engine.train``.
+    dataset: the name of the dataset it trains and is evaluated on.
+    weights: a checkpoint to evaluate instead of training (``weights:`` in the study).
+    """
+
+    name: str
+    config: dict
+    dataset: str
+    weights: str | None = None
+
+
+@dataclass
+class Study:
+    budget: str
+    path: Path
+    about: str
+    seed: int
+    datasets: dict[str, dict]
+    runs: dict[str, Run]
+    suites: dict[str, dict]
+    measure: dict
+    spec: dict = field(default_factory=dict)  # the study as read (with overrides), for results.json
+
+    def runs_for(self, suites: list[str]) -> list[str]:
+        """The runs that ``suites`` need, in study order, with the seed probe's when any
+        suite compares trained models (the noise their verdicts are judged against)."""
+        wanted: set[str] = set()
+        for suite in suites:
+            wanted |= set(suite_runs(suite, self.suites[suite]))
+        probe = self.measure.get("seed_probe")
+        if probe and any(s != "nms" for s in suites):
+            wanted |= {probe["run"], *probe_names(probe)}
+        return [name for name in self.runs if name in wanted]
+
+
+def suite_runs(suite: str, spec: Mapping) -> list[str]:
+    if suite == "detectors":
+        return list(spec["runs"])
+    if suite == "nms":
+        return [spec["run"]]
+    return [spec[role] for role in PAIRS[suite]]
+
+
+def probe_names(probe: Mapping) -> list[str]:
+    """The seed probe's extra runs: ``<run>.seed+1`` ... ``<run>.seed+<seeds>``."""
+    return [f"{probe['run']}.seed+{k}" for k in range(1, int(probe["seeds"]) + 1)]
+
+
+def study_path(budget: str) -> Path:
+    """``configs/compare/<budget>.yaml`` for a budget name; any other value is a study file's path."""
+    if budget in BUDGETS:
+        return shipped_configs() / "compare" / f"{budget}.yaml"
+    path = Path(budget)
+    if path.suffix not in (".yaml", ".yml"):
+        raise unknown_choice(budget, BUDGETS, "--budget", "budget (or a study .yaml)")
+    return path
+
+
+def load_study(budget: str, overrides: list[str] | None = None, *, seed: int | None = None,
+               runs_dir: str | Path = "runs/compare") -> Study:
+    """The study of ``budget`` (a name or a study file), with ``--set`` overrides, every run's
+    config built and checked, run folders under ``runs_dir``."""
+    path = study_path(budget)
+    spec = read_yaml(path)
+    for item in overrides or []:
+        spec = merge(spec, parse_override(item))
+    where = str(path)
+    for key in spec:
+        if key not in _TOP_KEYS:
+            raise unknown_key(key, _TOP_KEYS, where, "study key")
+    for key in ("datasets", "runs", "suites"):
+        if not isinstance(spec.get(key), Mapping) or not spec[key]:
+            raise ValueError(f"{where}: {key} must be a non-empty mapping")
+    seed = int(spec.get("seed", 0) if seed is None else seed)
+    measure = _measure(spec.get("measure") or {}, f"{where}: measure")
+    datasets = {name: dict(entry) for name, entry in spec["datasets"].items()}
+    for name, entry in datasets.items():
+        for key in entry:
+            if key not in _DATA_SOURCES:
+                raise unknown_key(key, _DATA_SOURCES, f"{where}: datasets.{name}")
+    recipe = spec.get("recipe") or {}
+    for key in recipe:
+        if key not in ("data", "train"):
+            raise unknown_key(key, ("data", "train"), f"{where}: recipe", "section")
+    raw: dict[str, dict] = {}
+    runs: dict[str, Run] = {}
+    for name, entry in spec["runs"].items():
+        raw[name], dataset = _raw_run(name, entry, raw, runs, datasets, recipe, path)
+        runs[name] = _run(name, raw[name], dataset, seed, runs_dir, entry.get("weights"), where)
+    probe = measure.get("seed_probe")
+    if probe:
+        if probe["run"] not in runs:
+            raise unknown_choice(probe["run"], runs, f"{where}: measure.seed_probe.run", "run")
+        for k, probe_name in enumerate(probe_names(probe), start=1):
+            base = runs[probe["run"]]
+            runs[probe_name] = _run(probe_name, raw[probe["run"]], base.dataset, seed + k, runs_dir, None, where)
+    suites = {name: _suite(name, suite, runs, datasets, f"{where}: suites.{name}")
+              for name, suite in spec["suites"].items()}
+    return Study(str(spec.get("budget", path.stem)), path, str(spec.get("about", "")).strip(), seed, datasets,
+                 runs, suites, measure, spec)
+
+
+def _raw_run(name: str, entry: Any, raw: dict, runs: dict, datasets: dict, recipe: Mapping,
+             path: Path) -> tuple[dict, str]:
+    where = f"{path}: runs.{name}"
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"{where} must be a mapping (config / from, data, model, train), got {entry!r}")
+    for key in entry:
+        if key not in _RUN_KEYS:
+            raise unknown_key(key, _RUN_KEYS, where)
+    if "config" in entry and "from" in entry:
+        raise ValueError(f"{where}: give config (a file) or from (another run), not both")
+    dataset = entry.get("data")
+    if "config" in entry:
+        config = read_config(path.parent / entry["config"])
+    elif "from" in entry:
+        if entry["from"] not in raw:
+            raise ValueError(f"{where}.from: {entry['from']!r} is not a run defined above it "
+                             f"(runs so far: {', '.join(raw) or 'none'})")
+        config = copy.deepcopy(raw[entry["from"]])
+        dataset = dataset or runs[entry["from"]].dataset
+    else:
+        config = {}
+    if isinstance(dataset, str):
+        if dataset not in datasets:
+            raise unknown_choice(dataset, datasets, f"{where}.data", "dataset")
+        config = with_dataset(config, datasets[dataset])
+    elif dataset is not None:
+        raise ValueError(f"{where}.data must name one of the datasets ({', '.join(datasets)}), got {dataset!r}")
+    else:
+        raise ValueError(f"{where}: data (one of the datasets: {', '.join(datasets)}) is required")
+    config = merge(config, recipe)
+    own = {key: entry[key] for key in ("model", "train") if key in entry}
+    config = merge(config, own)
+    if "model" not in config:
+        raise ValueError(f"{where}: a model (or a config file with one) is required")
+    return config, dataset
+
+
+def with_dataset(config: Mapping, dataset: Mapping) -> dict:
+    """``config`` with its data sources (train, val, synthetic) replaced by ``dataset``'s; the
+    loader settings and transforms stay."""
+    data = {k: v for k, v in (config.get("data") or {}).items() if k not in _DATA_SOURCES}
+    return {**config, "data": {**data, **copy.deepcopy(dict(dataset))}}
+
+
+def _run(name: str, raw: dict, dataset: str, seed: int, runs_dir, weights, where: str) -> Run:
+    config = merge(raw, {"train": {"seed": seed, "out": str(Path(runs_dir) / name)}})
+    config["name"] = name
+    try:
+        checked = check(config)
+    except ValueError as error:
+        raise ValueError(f"{where}: runs.{name}: {error}") from None
+    return Run(name, checked, dataset, weights)
+
+
+def _measure(values: Mapping, where: str) -> dict:
+    out = dict(MEASURE_DEFAULTS)
+    for key, value in values.items():
+        if key not in MEASURE_DEFAULTS:
+            raise unknown_key(key, MEASURE_DEFAULTS, where)
+        out[key] = value
+    for key, least in (("latency_images", 1), ("bootstrap", 2), ("warmup", 0), ("precise_bn", 0)):
+        if isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] < least:
+            raise ValueError(f"{where}.{key} must be a whole number >= {least}, got {out[key]!r}")
+    probe = out["seed_probe"]
+    if probe is not None:
+        if not isinstance(probe, Mapping) or set(probe) != {"run", "seeds"} or not isinstance(probe["seeds"], int) \
+                or probe["seeds"] < 1:
+            raise ValueError(f"{where}.seed_probe must be {{run: <a run>, seeds: <extra seeds, >= 1>}}, got {probe!r}")
+    return out
+
+
+def _suite(name: str, spec: Any, runs: Mapping[str, Run], datasets: Mapping, where: str) -> dict:
+    if name not in SUITES:
+        raise unknown_choice(name, SUITES, where.rsplit(".", 1)[0], "suite")
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"{where} must be a mapping, got {spec!r}")
+    roles = {"detectors": ("runs",), "nms": ("run", "splits", *NMS_DEFAULTS)}.get(name) or PAIRS[name]
+    for key in spec:
+        if key not in roles:
+            raise unknown_key(key, roles, where)
+    spec = dict(spec)
+    if name == "nms":
+        spec = {**copy.deepcopy(NMS_DEFAULTS), **spec}
+        spec["splits"] = {label: _split(split, datasets, f"{where}.splits.{label}")
+                          for label, split in (spec.get("splits") or {}).items()}
+        if not spec["splits"]:
+            raise ValueError(f"{where}.splits: at least one split to evaluate on, e.g. {{normal: <dataset>}}")
+        for dataset, split in spec["crowd_statistics"].items():
+            if dataset not in datasets:
+                raise unknown_choice(dataset, datasets, f"{where}.crowd_statistics", "dataset")
+            if split not in ("train", "val"):
+                raise ValueError(f"{where}.crowd_statistics.{dataset} must be train or val, got {split!r}")
+    for key in [k for k in roles if k in ("runs", "run") or k in PAIRS.get(name, ())]:
+        if key not in spec:
+            raise ValueError(f"{where}.{key} is required")
+        for run in spec[key] if key == "runs" else [spec[key]]:
+            if run not in runs:
+                raise unknown_choice(run, runs, f"{where}.{key}", "run")
+    if name in PAIRS:
+        baseline, variant = (runs[spec[role]] for role in PAIRS[name])
+        if baseline.dataset != variant.dataset:
+            raise ValueError(f"{where}: {baseline.name} and {variant.name} must train on the same dataset to be "
+                             f"compared, got {baseline.dataset} and {variant.dataset}")
+    return spec
+
+
+def _split(split: Any, datasets: Mapping, where: str) -> dict:
+    """A split to evaluate on: a dataset's val split, optionally only its images holding a
+    same-class pair of objects that overlap at IoU >= min_pair_iou (a crowded subset)."""
+    split = {"dataset": split} if isinstance(split, str) else dict(split or {})
+    for key in split:
+        if key not in ("dataset", "min_pair_iou"):
+            raise unknown_key(key, ("dataset", "min_pair_iou"), where)
+    if split.get("dataset") not in datasets:
+        raise unknown_choice(split.get("dataset"), datasets, f"{where}.dataset", "dataset")
+    return {"dataset": split["dataset"], "min_pair_iou": split.get("min_pair_iou")}

@@ -1,0 +1,188 @@
+"""The suppressor study: one detector's raw candidates, saved once, re-suppressed by each
+suppressor, evaluated, and diagnosed.
+
+Because every suppressor sees the same candidates, their differences are the suppressors'
+alone (no retraining, no training noise between them). Diagnostics, at IoU 0.5 and within a
+class, over each split's ground truth (crowd regions excluded):
+
+- recoverable: objects some raw candidate covers (IoU >= 0.5): the most any suppressor can find;
+- covered: objects some kept detection covers (after the detections-per-image cap);
+- lost: recoverable but not covered: true positives the suppressor (or the cap) removed;
+- at the operating score threshold: detections matched greedily in descending score to the
+  best free object (true positives), duplicates (they cover an object already matched) and
+  other false positives; recall and precision there.
+
+``crowd_statistics`` asks the question behind Soft-NMS and Adaptive-NMS on ground truth
+alone: if a detector returned exactly the true boxes (in random order of score), how many
+objects would greedy NMS at each threshold remove? That is a ceiling on recall that no
+detector behind that NMS can pass, measured on real COCO layouts and on the synthetic splits.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from detkit.data.records import DatasetIndex
+from detkit.evaluation import detections_to_results, evaluate
+from detkit.evaluation.bootstrap import match_images
+from detkit.evaluation.coco_eval import coco_ground_truth
+from detkit.ops import batched_adaptive_nms, batched_diou_nms, batched_nms, box_iou, build_suppressor
+from detkit.models.heads.density_head import density_targets
+
+MATCH_IOU = 0.5
+
+# The suppressors compared, each at its paper's setting (detkit.ops defaults)
+SUPPRESSORS: dict[str, dict] = {
+    "none": {"type": "none"},
+    "nms": {"type": "nms", "iou_threshold": 0.5},
+    "soft_nms_linear": {"type": "soft_nms", "method": "linear", "iou_threshold": 0.3},
+    "soft_nms_gaussian": {"type": "soft_nms", "method": "gaussian", "sigma": 0.5},
+    "adaptive_nms": {"type": "adaptive_nms", "iou_threshold": 0.5},
+    "diou_nms": {"type": "diou_nms", "iou_threshold": 0.5},
+}
+# What each family's sweep varies: (config, key, sweep list) ("iou" or "sigma" of NMS_DEFAULTS)
+FAMILIES: dict[str, tuple[dict, str, str]] = {
+    "nms": ({"type": "nms"}, "iou_threshold", "iou"),
+    "diou_nms": ({"type": "diou_nms"}, "iou_threshold", "iou"),
+    "adaptive_nms": ({"type": "adaptive_nms"}, "iou_threshold", "iou"),
+    "soft_nms_linear": ({"type": "soft_nms", "method": "linear"}, "iou_threshold", "iou"),
+    "soft_nms_gaussian": ({"type": "soft_nms", "method": "gaussian"}, "sigma", "sigma"),
+}
+
+
+def suppress(raw: Mapping[int, Mapping], config: Mapping, cap: int) -> list[tuple[int, dict]]:
+    """Each image's raw candidates through the suppressor of ``config``, the best ``cap`` kept."""
+    suppressor = build_suppressor(config)
+    out = []
+    for image_id, det in raw.items():
+        keep, scores = suppressor(det["boxes"], det["scores"], det["labels"], det.get("densities"))
+        keep, scores = keep[:cap], scores[:cap]
+        out.append((image_id, {"boxes": det["boxes"][keep], "scores": scores, "labels": det["labels"][keep]}))
+    return out
+
+
+def needs_densities(config: Mapping) -> bool:
+    return build_suppressor(config).needs_densities
+
+
+def _objects(index: DatasetIndex) -> dict[int, tuple]:
+    """image id -> (object boxes, their labels, crowd-region boxes), as tensors."""
+    out = {}
+    for r in index.records:
+        objects = ~r.iscrowd
+        out[r.image_id] = (torch.as_tensor(r.boxes[objects], dtype=torch.float32),
+                           torch.as_tensor(r.labels[objects]), torch.as_tensor(r.boxes[r.iscrowd], dtype=torch.float32))
+    return out
+
+
+def _covered(gt_boxes, gt_labels, boxes, labels) -> torch.Tensor:
+    """bool[G]: objects some box of their class overlaps at IoU >= MATCH_IOU."""
+    if len(gt_boxes) == 0 or len(boxes) == 0:
+        return torch.zeros(len(gt_boxes), dtype=torch.bool)
+    iou = box_iou(gt_boxes, boxes.float())
+    iou[gt_labels[:, None] != labels[None, :]] = 0
+    return (iou >= MATCH_IOU).any(dim=1)
+
+
+def _operating_point(gt_boxes, gt_labels, crowd, det: Mapping, threshold: float) -> tuple[int, int, int]:
+    """(true positives, duplicates, other false positives) of the detections scoring >= threshold."""
+    shown = det["scores"] >= threshold
+    boxes, labels = det["boxes"][shown].float(), det["labels"][shown]
+    order = torch.argsort(det["scores"][shown], descending=True, stable=True)
+    boxes, labels = boxes[order], labels[order]
+    if len(boxes) == 0:
+        return 0, 0, 0
+    if len(crowd):  # a detection on a crowd region is neither right nor wrong (COCO's ignore)
+        on_crowd = (box_iou(boxes, crowd) >= MATCH_IOU).any(dim=1)
+        boxes, labels = boxes[~on_crowd], labels[~on_crowd]
+    if len(gt_boxes) == 0:
+        return 0, 0, len(boxes)
+    iou = box_iou(boxes, gt_boxes)
+    iou[labels[:, None] != gt_labels[None, :]] = 0
+    matched = torch.zeros(len(gt_boxes), dtype=torch.bool)
+    tp = duplicates = other = 0
+    for row in iou:
+        free = torch.where(matched, torch.zeros_like(row), row)
+        best = int(free.argmax())
+        if free[best] >= MATCH_IOU:
+            matched[best] = True
+            tp += 1
+        elif bool((row >= MATCH_IOU).any()):
+            duplicates += 1
+        else:
+            other += 1
+    return tp, duplicates, other
+
+
+def diagnose(index: DatasetIndex, raw: Mapping[int, Mapping], kept: list[tuple[int, dict]],
+             score_threshold: float) -> dict:
+    """The diagnostics of the module docstring, summed over the split's images."""
+    objects = _objects(index)
+    totals = dict.fromkeys(("objects", "recoverable", "covered", "lost", "tp", "duplicates", "other_fp",
+                            "candidates", "kept"), 0)
+    for image_id, det in kept:
+        gt_boxes, gt_labels, crowd = objects[image_id]
+        candidates = raw[image_id]
+        recoverable = _covered(gt_boxes, gt_labels, candidates["boxes"], candidates["labels"])
+        covered = _covered(gt_boxes, gt_labels, det["boxes"], det["labels"])
+        tp, duplicates, other = _operating_point(gt_boxes, gt_labels, crowd, det, score_threshold)
+        totals["objects"] += len(gt_boxes)
+        totals["recoverable"] += int(recoverable.sum())
+        totals["covered"] += int(covered.sum())
+        totals["lost"] += int((recoverable & ~covered).sum())
+        totals["tp"] += tp
+        totals["duplicates"] += duplicates
+        totals["other_fp"] += other
+        totals["candidates"] += len(candidates["scores"])
+        totals["kept"] += len(det["scores"])
+    n, shown = max(1, totals["objects"]), totals["tp"] + totals["duplicates"] + totals["other_fp"]
+    return {**totals, "images": len(kept), "recall_covered": totals["covered"] / n,
+            "recall_at_threshold": totals["tp"] / n, "precision_at_threshold": totals["tp"] / shown if shown else 0.0,
+            "score_threshold": score_threshold}
+
+
+def evaluate_suppressor(index: DatasetIndex, raw: Mapping[int, Mapping], config: Mapping, cap: int,
+                        score_threshold: float, category_ids: list[int], *, matches: bool = False
+                        ) -> tuple[dict, object, object]:
+    """(row, CocoEvaluation, per-image matches for the bootstrap or None) of one suppressor on one split."""
+    kept = suppress(raw, config, cap)
+    results = detections_to_results(kept, category_ids)
+    evaluation = evaluate(index, results)
+    row = {"config": dict(config), **{k: evaluation.stats[k] for k in ("AP", "AP50", "AP75", "AR100")},
+           **diagnose(index, raw, kept, score_threshold)}
+    return row, evaluation, match_images(coco_ground_truth(index), results) if matches else None
+
+
+def crowd_statistics(index: DatasetIndex, thresholds: list[float], seed: int = 0) -> dict:
+    """Of a split's objects, the fraction that suppression would remove from perfect detections
+    (the true boxes, scored in a random order): greedy NMS and DIoU-NMS at each threshold, and
+    Adaptive-NMS given each object's true density (which, by its definition, removes none);
+    and the fraction with a same-class neighbour at IoU > t."""
+    rng = np.random.default_rng(seed)
+    lost = {"nms": np.zeros(len(thresholds)), "diou_nms": np.zeros(len(thresholds)),
+            "adaptive_nms": np.zeros(len(thresholds)), "neighbour": np.zeros(len(thresholds))}
+    total = 0
+    for r in index.records:
+        objects = ~r.iscrowd
+        boxes = torch.as_tensor(r.boxes[objects], dtype=torch.float32)
+        labels = torch.as_tensor(r.labels[objects])
+        if len(boxes) == 0:
+            continue
+        total += len(boxes)
+        scores = torch.as_tensor(rng.random(len(boxes)), dtype=torch.float32)
+        densities = density_targets(boxes)
+        iou = box_iou(boxes, boxes)
+        iou.fill_diagonal_(0)
+        iou[labels[:, None] != labels[None, :]] = 0
+        nearest = iou.max(dim=1).values if len(boxes) > 1 else torch.zeros(len(boxes))
+        for i, t in enumerate(thresholds):
+            lost["nms"][i] += len(boxes) - len(batched_nms(boxes, scores, labels, t))
+            lost["diou_nms"][i] += len(boxes) - len(batched_diou_nms(boxes, scores, labels, t))
+            lost["adaptive_nms"][i] += len(boxes) - len(batched_adaptive_nms(boxes, scores, labels, densities, t))
+            lost["neighbour"][i] += int((nearest > t).sum())
+    total = max(1, total)
+    return {"thresholds": list(thresholds), "objects": total, "images": len(index.records),
+            **{k: (v / total).tolist() for k, v in lost.items()}}

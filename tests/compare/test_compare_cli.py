@@ -1,0 +1,139 @@
+"""``detkit compare`` end to end at the smoke budget: every suite writes its report, JSON and
+plots; the same seed reproduces the numbers; finished runs are loaded; an interrupted run
+resumes; a folder of another config is refused."""
+
+import json
+import struct
+
+import pytest
+from click.testing import CliRunner
+
+from detkit.cli import main
+from detkit.compare.claims import CLAIMS
+from detkit.compare.study import SUITES
+from tests.conftest import COCO128
+
+PLOTS = ("speed_accuracy", "ap_by_size", "pr_curves", "training", "nms", "nms_sweep")
+
+
+def compare(root, *args, runs="runs", out="out"):
+    data = [f"--set=datasets.{name}.synthetic.out={root / 'data' / name}" for name in ("shapes", "crowded")]
+    coco128 = f"--set=datasets.coco128.train.path={COCO128 / 'annotations' / 'instances_train2017.json'}"
+    return CliRunner().invoke(main, ["compare", "--budget", "smoke", "--out", str(root / out), "--runs",
+                                     str(root / runs), *data, coco128, *map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare")
+    result = compare(root)
+    assert result.exit_code == 0, result.output
+    return root, json.loads((root / "out" / "results.json").read_text())
+
+
+def png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    return struct.unpack(">II", data[16:24])
+
+
+def test_every_suite_writes_its_report_json_and_plots(smoke):
+    root, results = smoke
+    assert set(results["suites"]) == set(SUITES)
+    assert {c["id"] for c in results["claims"]} == {c.id for c in CLAIMS}
+    assert all(c["verdict"] in ("reproduced", "not reproduced at this budget", "not measurable here")
+               for c in results["claims"])
+    report = (root / "out" / "report.md").read_text()
+    for plot in PLOTS:
+        width, height = png_size(root / "out" / f"{plot}.png")
+        assert width > 400 and height > 300
+        assert f"({plot}.png)" in report
+    for heading in ("## Verdicts", "## Noise", "## Detectors", "## Focal loss", "## FPN against BiFPN",
+                    "## ResNet against EfficientNet", "## Suppressors", "## Provenance"):
+        assert heading in report
+    provenance = results["provenance"]
+    assert provenance["packages"]["torch"] and provenance["cores"] and "platform" in provenance
+    for name, run in results["runs"].items():
+        assert run["config"]["train"]["seed"] == run["seed"] and run["steps"] == 2, name
+        assert len(run["bootstrap"]["AP"]) == 10 and run["params"] > 0 and run["gflops"] > 0
+        # the bootstrap's own accumulation of every image is the evaluation's numbers
+        for metric in ("AP", "AP50", "AP75"):
+            assert run["eval"]["check"][metric] == pytest.approx(run["eval"]["stats"][metric], abs=1e-9)
+    nms = results["suites"]["nms"]
+    assert set(nms["splits"]["crowded"]["rows"]) == {"none", "nms", "soft_nms_linear", "soft_nms_gaussian",
+                                                     "adaptive_nms", "diou_nms"}
+    assert nms["splits"]["crowded"]["min_pair_iou"] == 0.3
+    assert set(nms["crowd_statistics"]) == {"shapes", "crowded", "coco128"}
+    assert (root / "runs" / "faster_rcnn_crowded" / "raw_crowded.pt").is_file()  # saved once
+
+
+def test_the_same_seed_reproduces_the_numbers(smoke):
+    root, first = smoke
+    result = compare(root, "--suite", "focal", "--reference", root / "out" / "results.json", runs="rerun", out="again")
+    assert result.exit_code == 0, result.output
+    again = json.loads((root / "again" / "results.json").read_text())
+    rows = again["reference"]["runs"]
+    assert set(rows) == {"retinanet", "retinanet_ce", "retinanet.seed+1"}
+    assert all(row["identical"] for row in rows.values())
+    for name in rows:
+        assert not again["runs"][name]["reused"]  # trained again from scratch, in another folder
+        assert again["runs"][name]["eval"]["stats"] == first["runs"][name]["eval"]["stats"]
+    assert "## Reproduction against an earlier run" in (root / "again" / "report.md").read_text()
+
+
+def test_finished_runs_are_loaded_not_retrained(smoke):
+    root, first = smoke
+    result = compare(root, "--suite", "necks", out="cached")
+    assert result.exit_code == 0, result.output
+    cached = json.loads((root / "cached" / "results.json").read_text())
+    for name in ("efficientdet", "efficientdet_fpn"):
+        assert cached["runs"][name]["reused"]
+        assert cached["runs"][name]["train_seconds"] == first["runs"][name]["train_seconds"]
+        assert cached["runs"][name]["eval"]["stats"] == first["runs"][name]["eval"]["stats"]
+
+
+def test_report_only_and_plan(smoke):
+    root, _ = smoke
+    before = (root / "out" / "report.md").read_text()
+    (root / "out" / "report.md").unlink()
+    (root / "out" / "nms.png").unlink()
+    result = CliRunner().invoke(main, ["compare", "--out", str(root / "out"), "--report-only"])
+    assert result.exit_code == 0, result.output
+    assert (root / "out" / "report.md").read_text() == before and (root / "out" / "nms.png").is_file()
+    plan = CliRunner().invoke(main, ["compare", "--budget", "cpu", "--out", str(root / "x"), "--plan"])
+    assert plan.exit_code == 0 and "11 runs for detectors, focal, necks, backbones, nms" in plan.output
+    assert "retinanet.seed+2" in plan.output and not (root / "x").exists()
+
+
+def test_a_folder_of_another_config_is_refused(smoke):
+    root, _ = smoke
+    result = compare(root, "--suite", "focal", "--seed", 5, out="other")
+    assert result.exit_code == 2
+    assert "holds a run of another config than study run 'retinanet'" in result.output
+
+
+def test_an_interrupted_run_resumes(tmp_path, monkeypatch):
+    import detkit.compare.runs as runs
+    from detkit.compare.study import load_study
+
+    data = [f"datasets.shapes.synthetic.out={tmp_path / 'shapes'}"]
+    run = load_study("smoke", data, runs_dir=tmp_path / "runs").runs["retinanet"]
+    real_train = runs.train
+
+    def one_step_then_ctrl_c(config, resume, progress):
+        real_train({**config, "train": {**config["train"], "max_iters": 1}}, resume=resume, progress=progress)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "train", one_step_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        runs.train_or_load(run, progress=False)
+    record = json.loads((tmp_path / "runs" / "retinanet" / "compare.json").read_text())
+    assert not record["finished"] and record["seconds"] > 0
+
+    calls = []
+    monkeypatch.setattr(runs, "train", lambda config, resume, progress: calls.append(resume) or real_train(
+        config, resume=resume, progress=progress))
+    trained = runs.train_or_load(run, progress=False)
+    assert calls == [True] and trained.steps == 2 and not trained.reused  # one step done, one resumed
+    assert trained.train_seconds > record["seconds"]
+    assert runs.train_or_load(run, progress=False).reused  # finished now: loaded

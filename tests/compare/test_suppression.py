@@ -1,0 +1,129 @@
+"""The suppressor study on hand-made cases: diagnostics, the perfect-box ceiling, crowded
+subsets, and re-suppressed raw candidates that equal the detector's own detections."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from detkit.compare.runs import crowded_subset, raw_candidates, read_raw
+from detkit.compare.suppression import crowd_statistics, diagnose, evaluate_suppressor, suppress
+from detkit.data import DetectionDataset, open_dataset
+from detkit.data.records import Category, DataIssues, DatasetIndex, ImageRecord
+from detkit.data.synthetic import generate
+from detkit.engine import predict
+from detkit.models import build_model
+
+
+def index_of(*images) -> DatasetIndex:
+    """A DatasetIndex from (boxes, labels) per image (ids 1, 2, ...), two classes."""
+    records = []
+    for i, (boxes, labels) in enumerate(images, start=1):
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        records.append(ImageRecord(i, Path(f"{i}.jpg"), f"{i}.jpg", 200, 200, boxes, np.asarray(labels, np.int64),
+                                   np.zeros(len(boxes), bool), (boxes[:, 2:] - boxes[:, :2]).prod(1),
+                                   np.arange(len(boxes)) + 10 * i))
+    return DatasetIndex(records, [Category(1, "a"), Category(2, "b")], Path("."), "hand-made", "coco",
+                        DataIssues("hand-made"))
+
+
+# two objects of one class side by side at IoU 0.43, one raw duplicate of the first, one stray box
+GT = ([[0, 0, 10, 10], [4, 0, 14, 10]], [0, 0])
+RAW = {1: {"boxes": torch.tensor([[0, 0, 10, 10], [4, 0, 14, 10], [0, 0, 10, 10.5], [50, 50, 60, 60.]]),
+           "scores": torch.tensor([0.9, 0.8, 0.7, 0.6]), "labels": torch.tensor([0, 0, 0, 0])}}
+
+
+def test_diagnostics_count_what_each_suppressor_keeps_and_loses():
+    index = index_of(GT)
+    kept_all = suppress(RAW, {"type": "none"}, cap=100)
+    d = diagnose(index, RAW, kept_all, score_threshold=0.5)
+    assert (d["objects"], d["recoverable"], d["covered"], d["lost"]) == (2, 2, 2, 0)
+    assert (d["tp"], d["duplicates"], d["other_fp"]) == (2, 1, 1)  # the 0.7 box re-detects object 1
+    assert d["precision_at_threshold"] == 0.5 and d["recall_at_threshold"] == 1.0
+
+    strict = diagnose(index, RAW, suppress(RAW, {"type": "nms", "iou_threshold": 0.4}, cap=100), 0.5)
+    assert (strict["covered"], strict["lost"], strict["tp"], strict["duplicates"]) == (1, 1, 1, 0)  # object 2 gone
+    usual = diagnose(index, RAW, suppress(RAW, {"type": "nms", "iou_threshold": 0.5}, cap=100), 0.5)
+    assert (usual["lost"], usual["tp"], usual["duplicates"], usual["other_fp"]) == (0, 2, 0, 1)
+
+    capped = diagnose(index, RAW, suppress(RAW, {"type": "none"}, cap=1), 0.5)
+    assert capped["lost"] == 1 and capped["kept"] == 1  # the cap removes objects too, and is counted
+
+    soft = diagnose(index, RAW, suppress(RAW, {"type": "soft_nms", "method": "gaussian", "sigma": 0.5}, cap=100), 0.85)
+    assert soft["lost"] == 0 and soft["tp"] == 1  # decayed, not removed: object 2 is below 0.85 now
+
+
+def test_evaluate_suppressor_rows_carry_coco_numbers():
+    index = index_of(GT)
+    row, evaluation, matches = evaluate_suppressor(index, RAW, {"type": "nms", "iou_threshold": 0.5}, 100, 0.5, [1, 2],
+                                                  matches=True)
+    assert row["AP50"] == evaluation.stats["AP50"] == pytest.approx(1.0)  # both objects first in the ranking
+    assert row["config"] == {"type": "nms", "iou_threshold": 0.5} and matches.image_ids == [1]
+
+
+def test_crowd_statistics_on_perfect_boxes():
+    # a same-class pair at IoU 70/130 = 0.54, a lone box, and another class's box on top of the pair's first
+    index = index_of(([[0, 0, 10, 10], [3, 0, 13, 10], [100, 100, 110, 110], [0, 0, 10, 10]], [0, 0, 0, 1]))
+    stats = crowd_statistics(index, [0.3, 0.5, 0.6])
+    assert stats["objects"] == 4
+    assert stats["nms"] == [0.25, 0.25, 0.0]  # one of the pair, whichever scores lower, while t < 0.54
+    assert stats["diou_nms"][2] == 0.0 and stats["diou_nms"][0] == 0.25
+    assert stats["neighbour"] == [0.5, 0.5, 0.0]
+    assert stats["adaptive_nms"] == [0.0, 0.0, 0.0]  # a box's true density is >= its IoU with any neighbour
+
+
+def test_crowded_subset_keeps_the_images_with_a_close_pair():
+    index = index_of(([[0, 0, 10, 10], [3, 0, 13, 10]], [0, 0]),  # IoU 0.54, one class
+                     ([[0, 0, 10, 10], [3, 0, 13, 10]], [0, 1]),  # the same boxes, two classes
+                     ([[0, 0, 10, 10], [50, 0, 60, 10]], [0, 0]))  # apart
+    subset = crowded_subset(index, 0.5)
+    assert [r.image_id for r in subset.records] == [1]
+    assert {a["image_id"] for a in subset.coco["annotations"]} == {1} and len(subset.coco["images"]) == 1
+    with pytest.raises(ValueError, match="no image holds a same-class pair at IoU >= 0.6"):
+        crowded_subset(index, 0.6)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("raw")
+    generate(folder, 3, seed=5, size=96)
+    return DetectionDataset(open_dataset(folder))
+
+
+SMALL = {"backbone": {"type": "resnet", "depth": 18, "norm": "bn", "frozen_stages": -1}, "num_classes": 5,
+         "transform": {"min_size": 96, "max_size": 96}}
+
+
+@pytest.mark.parametrize("config", [
+    {"type": "faster_rcnn", **SMALL, "neck": {"type": "fpn", "out_channels": 16},
+     "roi_heads": {"box_head": {"type": "two_mlp", "representation": 32}, "detections_per_image": 20}},
+    {"type": "retinanet", **SMALL, "backbone": {**SMALL["backbone"], "out_levels": ["C3", "C4", "C5"]},
+     "neck": {"type": "fpn", "out_channels": 16, "extra": "p6p7"}, "score_threshold": 0.0, "detections_per_image": 30,
+     "postprocess": {"type": "soft_nms", "method": "linear"}},
+])
+def test_re_suppressed_raw_candidates_are_the_detectors_own_detections(images, config):
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    own, _ = predict(model, images, device="cpu", progress=False)
+    trained = type("Trained", (), {"model": model, "config": {"data": {"batch_size": 2}}})()
+    raw, cap = read_raw(trained, images)
+    assert cap == 20 if config["type"] == "faster_rcnn" else cap == 30
+    assert max(len(d["scores"]) for d in raw.values()) > cap  # the raw read-out is neither suppressed nor capped
+    again = dict(suppress(raw, config.get("postprocess") or {"type": "nms", "iou_threshold": 0.5}, cap))
+    for image_id, det in own:
+        assert torch.equal(det["labels"], again[image_id]["labels"])
+        assert torch.allclose(det["boxes"], again[image_id]["boxes"]) and torch.allclose(det["scores"],
+                                                                                         again[image_id]["scores"])
+    owner = model.roi_heads if hasattr(model, "roi_heads") else model
+    assert owner.suppress.type != "none" and owner.detections_per_image == cap  # restored after the read-out
+
+
+def test_raw_candidates_restores_the_model_on_error():
+    model = build_model({"type": "retinanet", **SMALL, "backbone": {**SMALL["backbone"], "out_levels": ["C3", "C4", "C5"]},
+                         "neck": {"type": "fpn", "out_channels": 16, "extra": "p6p7"}})
+    before = (model.suppress, model.detections_per_image)
+    with pytest.raises(RuntimeError), raw_candidates(model) as cap:
+        assert model.suppress.type == "none" and cap == before[1]
+        raise RuntimeError("boom")
+    assert (model.suppress, model.detections_per_image) == before
