@@ -409,10 +409,7 @@ def compare_command(suites, budget, out, runs_dir, seed, overrides, reference, p
             click.echo(f"wrote {written}")
         return
     chosen = list(SUITES) if "all" in suites else list(dict.fromkeys(suites))
-    from detkit.compare.study import study_path
-
-    study = load_study(budget, list(overrides), seed=seed,
-                       runs_dir=runs_dir or Path("runs") / "compare" / f"{study_path(budget).stem}-seed{seed or 0}")
+    study = load_study(budget, list(overrides), seed=seed, runs_dir=runs_dir)
     missing = [s for s in chosen if s not in study.suites]
     if missing:
         raise click.UsageError(f"--suite: the study {study.path} has no suite {', '.join(missing)} "

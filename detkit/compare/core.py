@@ -25,6 +25,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from detkit.compare.claims import verdicts
 from detkit.compare.measure import gflops, input_size, latency
@@ -80,7 +81,7 @@ def compare(study: Study, suites: list[str], out: Path, *, command: str = "", re
     for suite in suites:
         say(f"suite {suite}")
         if suite == "nms":
-            results["suites"]["nms"] = _nms_suite(study, trained[study.suites["nms"]["run"]], out)
+            results["suites"]["nms"] = _nms_suite(study, trained[study.suites["nms"]["run"]], progress)
         elif suite == "detectors":
             results["suites"]["detectors"] = {"runs": suite_runs(suite, study.suites[suite])}
         else:
@@ -161,23 +162,19 @@ def _losses(path: Path) -> list[list[float]]:
 def _measure_cost(trained: Mapping[str, TrainedRun], datasets: Mapping, runs: dict, measure: Mapping) -> None:
     images = {name: first_images(datasets[run.run.dataset], measure["latency_images"]) for name, run in trained.items()}
     for name, run in trained.items():
-        runs[name].update(params=parameters(run.model), gflops=gflops(run.model, images[name][0]),
-                          input=input_size(run.model, images[name][0]), latency={})
-    models = {name: run.model for name, run in trained.items() if ".seed+" not in name}  # probes cost the same
-    timed = _turns(models, images, "cpu", measure["warmup"])
-    if torch.cuda.is_available():
+        first = images[name][0].to(run.device)
+        runs[name].update(params=parameters(run.model), gflops=gflops(run.model, first),
+                          input=input_size(run.model, first), latency={})
+    models = {name: run.model for name, run in trained.items() if not run.run.probe_of}  # a probe costs the same
+    for device in ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",):
         for model in models.values():
-            model.cuda()
-        timed_gpu = _turns(models, images, "cuda", measure["warmup"])
-        for model in models.values():
-            model.cpu()
-    for name in models:
-        runs[name]["latency"]["cpu"] = timed[name]
-        if torch.cuda.is_available():
-            runs[name]["latency"]["cuda"] = timed_gpu[name]
-    for name in trained:
-        if ".seed+" in name:
-            runs[name]["latency"] = runs[name.split(".seed+")[0]]["latency"]
+            model.to(device)
+        for name, timing in _turns(models, images, device, measure["warmup"]).items():
+            runs[name]["latency"][device] = timing
+    for name, run in trained.items():
+        run.model.to(run.device)
+        if run.run.probe_of:
+            runs[name]["latency"] = runs[run.run.probe_of]["latency"]
 
 
 def _turns(models, images, device, warmup):
@@ -209,40 +206,37 @@ def _noise(study: Study, runs: Mapping) -> dict:
 # ------------------------------------------------------------------------------ the suppressor study
 
 
-def _nms_suite(study: Study, run: TrainedRun, out: Path) -> dict:
+def _nms_suite(study: Study, run: TrainedRun, progress: bool) -> dict:
     spec = study.suites["nms"]
-    cache = Path(run.run.config["train"]["out"])
     threshold = float(spec["score_threshold"])
     suite = {"run": run.run.name, "score_threshold": threshold, "splits": {}, "crowd_statistics": {}}
     for label, split in spec["splits"].items():
         dataset = val_dataset(with_dataset(run.config, study.datasets[split["dataset"]]), split["min_pair_iou"])
-        raw_path = cache / f"raw_{label}.pt"
-        if raw_path.is_file():
-            raw, cap = load_raw(raw_path)
-        else:
-            raw, cap = read_raw(run, dataset)
-            save_raw(raw, cap, raw_path)
+        raw, cap = _raw_once(run, dataset, label, {**split, "precise_bn": study.measure["precise_bn"]})
         has_densities = all("densities" in det for det in raw.values())
+        suppressors = {n: c for n, c in SUPPRESSORS.items() if has_densities or not needs_densities(c)}
+        families = {f: v for f, v in FAMILIES.items() if has_densities or not needs_densities(v[0])}
         index, ids = dataset.index, dataset.index.category_ids
+        bar = tqdm(total=len(suppressors) + sum(len(spec["sweep"][v[2]]) for v in families.values()),
+                   desc=f"suppressing ({label})", unit="setting", disable=not progress, leave=False)
         rows, matches = {}, {}
-        for name, config in SUPPRESSORS.items():
-            if needs_densities(config) and not has_densities:
-                continue
+        for name, config in suppressors.items():
             rows[name], _, matches[name] = evaluate_suppressor(index, raw, config, cap, threshold, ids, matches=True)
+            bar.update()
         draws = resample_indices(len(index.records), study.measure["bootstrap"], seed=study.seed)
         spread = {name: bootstrap(m, draws) for name, m in matches.items()}
         sigma = {name: {metric: float(np.std(spread[name][metric] - spread["nms"][metric], ddof=1))
                         for metric in ("AP", "AP50", "AR100")} for name in rows if name != "nms"}
         sweep = {}
-        for family, (base, key, values) in FAMILIES.items():
-            if needs_densities(base) and not has_densities:
-                continue
+        for family, (base, key, values) in families.items():
             entry = {"key": key, "values": list(spec["sweep"][values]), "AP": [], "AP50": [], "recall_covered": []}
             for value in entry["values"]:
                 row, _, _ = evaluate_suppressor(index, raw, {**base, key: value}, cap, threshold, ids)
                 for metric in ("AP", "AP50", "recall_covered"):
                     entry[metric].append(row[metric])
+                bar.update()
             sweep[family] = entry
+        bar.close()
         suite["splits"][label] = {"dataset": split["dataset"], "min_pair_iou": split["min_pair_iou"],
                                   "images": len(index.records), "cap": cap, "rows": rows, "sigma_vs_nms": sigma,
                                   "sweep": sweep}
@@ -255,6 +249,19 @@ def _nms_suite(study: Study, run: TrainedRun, out: Path) -> dict:
         index = val_index if which == "val" else train_index
         suite["crowd_statistics"][dataset_name] = {"split": which, **crowd_statistics(index, spec["sweep"]["iou"])}
     return suite
+
+
+def _raw_once(run: TrainedRun, dataset, label: str, made_by: Mapping) -> tuple[dict, int]:
+    """The run's raw candidates on a split, read out once and saved in its run folder
+    (``raw_<split>.pt``); read back when what made them (the split, precise BN) is unchanged."""
+    path = Path(run.run.config["train"]["out"]) / f"raw_{label}.pt"
+    if path.is_file():
+        raw, cap, saved_by = load_raw(path)
+        if saved_by == dict(made_by):
+            return raw, cap
+    raw, cap = read_raw(run, dataset)
+    save_raw(raw, cap, path, made_by)
+    return raw, cap
 
 
 # ------------------------------------------------------------------------------ provenance and reproduction

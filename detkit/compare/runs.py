@@ -31,7 +31,7 @@ from detkit.data.records import DatasetIndex
 from detkit.engine import evaluate_model, load_model, predict, train
 from detkit.engine.distributed import World
 from detkit.engine.loop_data import EpochBatches, loader, make_datasets, resolve_datasets
-from detkit.engine.trainer import complete_model_config
+from detkit.engine.trainer import complete_model_config, pick_device
 from detkit.evaluation import CocoEvaluation, coco_ground_truth
 from detkit.models import recalibrate_batchnorm
 from detkit.ops import box_iou, build_suppressor
@@ -47,6 +47,7 @@ class TrainedRun:
     steps: int
     train_seconds: float
     reused: bool  # loaded from an earlier finished run rather than trained now
+    device: str = "cpu"  # where the model is (its config's train.device)
 
 
 def is_main_process() -> bool:
@@ -58,14 +59,16 @@ def _comparable(config: Mapping) -> str:
     return json.dumps(config, sort_keys=True, default=str)
 
 
-def train_or_load(run: Run, *, device: str = "cpu", progress: bool = True) -> TrainedRun:
-    """The run's trained model: loaded if its folder holds this config finished, else trained,
-    resumed from ``last.pth`` when an interrupted training of this config left one."""
+def train_or_load(run: Run, *, progress: bool = True) -> TrainedRun:
+    """The run's trained model, on its config's device: loaded if its folder holds this config
+    finished, else trained, resumed from ``last.pth`` when an interrupted training of this
+    config left one."""
     out = Path(run.config["train"]["out"])
+    device = pick_device(run.config["train"]["device"])
     train_index, _ = resolve_datasets(run.config)
     resolved = {**run.config, "model": complete_model_config(run.config, train_index.class_names)}
     if run.weights:
-        return TrainedRun(run, load_model(resolved, run.weights, device), resolved, 0, 0.0, True)
+        return TrainedRun(run, load_model(resolved, run.weights, device), resolved, 0, 0.0, True, device)
     path = out / RECORD
     record = json.loads(path.read_text()) if path.is_file() else None
     if record is None and (out / "last.pth").is_file():
@@ -76,7 +79,7 @@ def train_or_load(run: Run, *, device: str = "cpu", progress: bool = True) -> Tr
                          "or give detkit compare another --runs folder")
     if record is not None and record["finished"]:
         model = load_model(resolved, out / "last.pth", device)
-        return TrainedRun(run, model, resolved, record["steps"], record["seconds"], True)
+        return TrainedRun(run, model, resolved, record["steps"], record["seconds"], True, device)
     resume = record is not None and (out / "last.pth").is_file()
     record = {"config": run.config, "finished": False, "steps": 0, "seconds": record["seconds"] if resume else 0.0}
     writes = is_main_process()
@@ -92,7 +95,7 @@ def train_or_load(run: Run, *, device: str = "cpu", progress: bool = True) -> Tr
         if writes:
             _write_json(path, record)
     model = load_model(resolved, result.last, device)
-    return TrainedRun(run, model, resolved, record["steps"], record["seconds"], False)
+    return TrainedRun(run, model, resolved, record["steps"], record["seconds"], False, device)
 
 
 def _write_json(path: Path, data) -> None:
@@ -121,7 +124,9 @@ def precise_batchnorm(trained: TrainedRun, batches: int) -> int:
         for i, batch in enumerate(loader(train_set, order, 0, config["train"]["seed"])):
             if i == batches:
                 return
-            yield batch.images, [{"boxes": t["boxes"], "labels": t["labels"]} for t in batch.targets]
+            yield ([img.to(trained.device) for img in batch.images],
+                   [{"boxes": t["boxes"].to(trained.device), "labels": t["labels"].to(trained.device)}
+                    for t in batch.targets])
 
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):  # stochastic depth draws in train mode: seeded, no one else's
@@ -169,9 +174,8 @@ def crowded_subset(index: DatasetIndex, min_pair_iou: float) -> DatasetIndex:
     return dataclasses.replace(index, records=keep, coco=coco)
 
 
-def evaluate(trained: TrainedRun, dataset: DetectionDataset, *, device: str = "cpu"
-             ) -> tuple[CocoEvaluation, list[dict]]:
-    evaluation, results = evaluate_model(trained.model, dataset, device=device,
+def evaluate(trained: TrainedRun, dataset: DetectionDataset) -> tuple[CocoEvaluation, list[dict]]:
+    evaluation, results = evaluate_model(trained.model, dataset, device=trained.device,
                                          batch_size=trained.config["data"]["batch_size"])
     if evaluation is None:
         raise ValueError(f"run {trained.run.name}: the evaluation split has no images")
@@ -196,27 +200,30 @@ def raw_candidates(model) -> Iterator[int]:
         owner.suppress, owner.detections_per_image = suppressor, cap
 
 
-def read_raw(trained: TrainedRun, dataset: DetectionDataset, *, device: str = "cpu") -> tuple[dict, int]:
+def read_raw(trained: TrainedRun, dataset: DetectionDataset) -> tuple[dict, int]:
     """{image_id: {"boxes", "scores", "labels"(, "densities")}} before suppression, in the
     original images' pixels, and the model's detections-per-image cap."""
     with raw_candidates(trained.model) as cap:
-        pairs, skipped = predict(trained.model, dataset, device=device,
+        pairs, skipped = predict(trained.model, dataset, device=trained.device,
                                  batch_size=trained.config["data"]["batch_size"], progress=False)
     if skipped:
         raise ValueError(f"{len(skipped)} images of {dataset.index.source} could not be read")
     return {image_id: det for image_id, det in pairs}, cap
 
 
-def save_raw(raw: Mapping[int, Mapping], cap: int, path: Path) -> Path:
-    """The raw candidates, once, as plain tensors (read back with ``weights_only``)."""
+def save_raw(raw: Mapping[int, Mapping], cap: int, path: Path, made_by: Mapping) -> Path:
+    """The raw candidates as plain tensors (read back with ``weights_only``), with the cap and
+    what made them (``made_by``: plain values)."""
     from detkit.checkpoints import save_atomic
 
-    return save_atomic({"cap": cap, "images": {int(k): dict(v) for k, v in raw.items()}}, path)
+    return save_atomic({"cap": cap, "made_by": dict(made_by), "images": {int(k): dict(v) for k, v in raw.items()}},
+                       path)
 
 
-def load_raw(path: Path) -> tuple[dict, int]:
+def load_raw(path: Path) -> tuple[dict, int, dict]:
+    """(raw candidates, cap, what made them) as ``save_raw`` wrote them."""
     saved = load_weights(path, "raw candidates")
-    return saved["images"], int(saved["cap"])
+    return saved["images"], int(saved["cap"]), saved.get("made_by", {})
 
 
 def parameters(model: torch.nn.Module) -> int:

@@ -71,12 +71,14 @@ class Run:
     config: a checked run config (model, data, train) for ``detkit.engine.train``.
     dataset: the name of the dataset it trains and is evaluated on.
     weights: a checkpoint to evaluate instead of training (``weights:`` in the study).
+    probe_of: for a seed probe's extra run, the run it retrains with another seed.
     """
 
     name: str
     config: dict
     dataset: str
     weights: str | None = None
+    probe_of: str | None = None
 
 
 @dataclass
@@ -127,9 +129,10 @@ def study_path(budget: str) -> Path:
 
 
 def load_study(budget: str, overrides: list[str] | None = None, *, seed: int | None = None,
-               runs_dir: str | Path = "runs/compare") -> Study:
+               runs_dir: str | Path | None = None) -> Study:
     """The study of ``budget`` (a name or a study file), with ``--set`` overrides, every run's
-    config built and checked, run folders under ``runs_dir``."""
+    config built and checked, run folders under ``runs_dir`` (default:
+    ``runs/compare/<study>-seed<seed>``, so that another seed never meets this one's runs)."""
     path = study_path(budget)
     spec = read_yaml(path)
     for item in overrides or []:
@@ -142,6 +145,7 @@ def load_study(budget: str, overrides: list[str] | None = None, *, seed: int | N
         if not isinstance(spec.get(key), Mapping) or not spec[key]:
             raise ValueError(f"{where}: {key} must be a non-empty mapping")
     seed = int(spec.get("seed", 0) if seed is None else seed)
+    runs_dir = Path("runs") / "compare" / f"{path.stem}-seed{seed}" if runs_dir is None else runs_dir
     measure = _measure(spec.get("measure") or {}, f"{where}: measure")
     datasets = {name: dict(entry) for name, entry in spec["datasets"].items()}
     for name, entry in datasets.items():
@@ -164,6 +168,7 @@ def load_study(budget: str, overrides: list[str] | None = None, *, seed: int | N
         for k, probe_name in enumerate(probe_names(probe), start=1):
             base = runs[probe["run"]]
             runs[probe_name] = _run(probe_name, raw[probe["run"]], base.dataset, seed + k, runs_dir, None, where)
+            runs[probe_name].probe_of = probe["run"]
     suites = {name: _suite(name, suite, runs, datasets, f"{where}: suites.{name}")
               for name, suite in spec["suites"].items()}
     return Study(str(spec.get("budget", path.stem)), path, str(spec.get("about", "")).strip(), seed, datasets,

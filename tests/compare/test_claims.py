@@ -73,6 +73,17 @@ def test_detector_claims():
     assert by_id(detector_results(with_gpu=True))["one_stage_real_time"]["verdict"] == NOT_REPRODUCED  # YOLO 20 FPS
 
 
+def test_a_study_without_a_detector_cannot_judge_its_claims():
+    results = detector_results()
+    del results["runs"]["yolo"], results["runs"]["ssd"]
+    results["suites"]["detectors"]["runs"] = ["faster_rcnn", "retinanet", "efficientdet"]
+    got = by_id(results)
+    assert got["two_stage_accuracy"]["verdict"] == NOT_MEASURABLE
+    assert got["two_stage_accuracy"]["why"] == "the detectors suite has neither SSD nor YOLO"
+    assert got["efficientdet_efficiency"]["why"] == "the detectors suite has no yolo"
+    assert got["retinanet_matches_two_stage"]["verdict"] == NOT_REPRODUCED  # still measurable
+
+
 def test_pair_claims_use_the_roles():
     results = {"runs": {"ce": run("retinanet", 0.10, [0.10, 0.11, 0.09]),
                         "fl": run("retinanet", 0.16, [0.16, 0.17, 0.15])},
@@ -96,7 +107,7 @@ def test_suppressor_claims():
                     "sigma_vs_nms": {"soft_nms_gaussian": {"AP": 0.004}, "diou_nms": {"AP": 0.004}}},
     }
     results = {"runs": {}, "suites": {"nms": {"splits": splits, "crowd_statistics": {
-        "coco128": {"thresholds": [0.3, 0.5], "nms": [0.05, 0.02]}}}}}
+        "coco128": {"thresholds": [0.3, 0.5], "nms": [0.05, 0.02]}, "elsewhere": {"missing": "not found"}}}}}
     got = by_id(results)
     assert got["soft_nms_beats_nms"]["verdict"] == REPRODUCED  # +0.010 > 2 x 0.002
     assert got["soft_nms_in_crowds"]["verdict"] == NOT_REPRODUCED  # +0.000
@@ -104,4 +115,4 @@ def test_suppressor_claims():
     assert got["adaptive_nms_in_crowds"]["verdict"] == NOT_MEASURABLE  # no densities: it did not run
     # 15% lost on the crowded split against 1% on the normal one, binomial errors ~1.1% and 0.3%
     assert got["nms_removes_crowded_objects"]["verdict"] == REPRODUCED
-    assert "coco128 2.0%" in got["nms_removes_crowded_objects"]["measured"]
+    assert "coco128 2.0% at IoU 0.5" in got["nms_removes_crowded_objects"]["measured"]

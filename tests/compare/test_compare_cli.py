@@ -137,3 +137,24 @@ def test_an_interrupted_run_resumes(tmp_path, monkeypatch):
     assert calls == [True] and trained.steps == 2 and not trained.reused  # one step done, one resumed
     assert trained.train_seconds > record["seconds"]
     assert runs.train_or_load(run, progress=False).reused  # finished now: loaded
+
+
+def test_under_torchrun_every_process_trains_and_one_writes(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.engine.test_train import free_port
+
+    data = [f"--set=datasets.shapes.synthetic.out={tmp_path / 'shapes'}"]
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+         "-m", "detkit.cli", "compare", "--budget", "smoke", "--suite", "focal", "--out", str(tmp_path / "out"),
+         "--runs", str(tmp_path / "runs"), *data],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert launched.stdout.count("wrote ") == 1  # rank 0 alone evaluated and wrote
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert set(results["runs"]) == {"retinanet", "retinanet_ce", "retinanet.seed+1"}
+    # 8 images in batches of 4, dealt to 2 processes: one step each, gradients averaged
+    assert all(run["steps"] == 1 for run in results["runs"].values())

@@ -106,7 +106,7 @@ def test_re_suppressed_raw_candidates_are_the_detectors_own_detections(images, c
     torch.manual_seed(0)
     model = build_model(config).eval()
     own, _ = predict(model, images, device="cpu", progress=False)
-    trained = type("Trained", (), {"model": model, "config": {"data": {"batch_size": 2}}})()
+    trained = type("Trained", (), {"model": model, "config": {"data": {"batch_size": 2}}, "device": "cpu"})()
     raw, cap = read_raw(trained, images)
     assert cap == 20 if config["type"] == "faster_rcnn" else cap == 30
     assert max(len(d["scores"]) for d in raw.values()) > cap  # the raw read-out is neither suppressed nor capped
