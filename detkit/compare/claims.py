@@ -57,20 +57,25 @@ def difference(results: Mapping, a: str, b: str, metric: str = "AP") -> tuple[fl
     return delta, math.sqrt(float(boot.var(ddof=1)) + 2 * sigma_seed**2)
 
 
+def _n(value: float) -> str:
+    """3 decimals, or 2 significant digits below 0.01 (a bootstrap sigma of 0.0004 is not 0.000)."""
+    return f"{value:.3f}" if abs(value) >= 0.01 or value == 0 else f"{value:.2g}"
+
+
 def verdict_better(delta: float, sigma: float) -> tuple[str, str]:
     """The verdict on "a does better than b" from their difference and its noise."""
     if delta > 2 * sigma:
-        return REPRODUCED, f"{delta:+.3f} > 2 sigma ({2 * sigma:.3f})"
+        return REPRODUCED, f"{delta:+.3f} > 2 sigma ({_n(2 * sigma)})"
     if delta < -2 * sigma:
-        return NOT_REPRODUCED, f"reversed: {delta:+.3f} < -2 sigma ({-2 * sigma:.3f})"
-    return NOT_REPRODUCED, f"within noise: |{delta:+.3f}| <= 2 sigma ({2 * sigma:.3f})"
+        return NOT_REPRODUCED, f"reversed: {delta:+.3f} < -2 sigma (-{_n(2 * sigma)})"
+    return NOT_REPRODUCED, f"within noise: |{delta:+.3f}| <= 2 sigma ({_n(2 * sigma)})"
 
 
 def verdict_not_worse(delta: float, sigma: float) -> tuple[str, str]:
     """The verdict on "a matches b" (a is not worse than b beyond the noise)."""
     if delta >= -2 * sigma:
-        return REPRODUCED, f"{delta:+.3f} >= -2 sigma ({-2 * sigma:.3f})"
-    return NOT_REPRODUCED, f"worse: {delta:+.3f} < -2 sigma ({-2 * sigma:.3f})"
+        return REPRODUCED, f"{delta:+.3f} >= -2 sigma (-{_n(2 * sigma)})"
+    return NOT_REPRODUCED, f"worse: {delta:+.3f} < -2 sigma (-{_n(2 * sigma)})"
 
 
 def slower(results: Mapping, a: str, b: str, device: str = "cpu") -> bool:
@@ -93,7 +98,7 @@ def _pair(results: Mapping, suite: str) -> tuple[str, str]:
 
 def _delta_text(results: Mapping, a: str, b: str) -> tuple[str, float, float]:
     delta, sigma = difference(results, a, b)
-    return (f"{a} {_ap(results, a):.3f} vs {b} {_ap(results, b):.3f} AP: {delta:+.3f} (sigma {sigma:.3f})",
+    return (f"{a} {_ap(results, a):.3f} vs {b} {_ap(results, b):.3f} AP: {delta:+.3f} (sigma {_n(sigma)})",
             delta, sigma)
 
 
@@ -205,7 +210,7 @@ def _check_suppressor(name: str, split: str):
         sigma = results["suites"]["nms"]["splits"][where]["sigma_vs_nms"][name]["AP"]
         verdict, why = verdict_better(delta, sigma)
         return (f"{where} split: {name} {rows[name]['AP']:.3f} vs nms {rows['nms']['AP']:.3f} AP: {delta:+.3f} "
-                f"(sigma {sigma:.3f}); recall (IoU 0.5) {rows[name]['recall_covered']:.3f} vs "
+                f"(sigma {_n(sigma)}); recall (IoU 0.5) {rows[name]['recall_covered']:.3f} vs "
                 f"{rows['nms']['recall_covered']:.3f}", verdict, why)
 
     return check
@@ -235,7 +240,7 @@ def _check_nms_loses_crowds(results):
         measured += "; of perfect boxes it removes " + ", ".join(parts)
     if len(splits) < 2:
         verdict = REPRODUCED if pc > 2 * sc else NOT_REPRODUCED
-        return measured, verdict, f"lost fraction {pc:.3f} vs 2 se {2 * sc:.3f}"
+        return measured, verdict, f"lost fraction {pc:.3f} vs 2 se {_n(2 * sc)}"
     delta, sigma = pc - pn, math.sqrt(sc**2 + sn**2)
     verdict, why = verdict_better(delta, sigma)
     return measured, verdict, why

@@ -44,7 +44,9 @@ from detkit.compare.runs import (
 )
 from detkit.compare.study import PAIRS, Study, probe_names, suite_runs, with_dataset
 from detkit.compare.suppression import FAMILIES, SUPPRESSORS, crowd_statistics, evaluate_suppressor, needs_densities
+from detkit.engine.distributed import init, shutdown
 from detkit.engine.loop_data import resolve_datasets
+from detkit.engine.trainer import pick_device
 from detkit.evaluation.bootstrap import accumulate, bootstrap, match_images, resample_indices
 from detkit.evaluation.coco_eval import coco_ground_truth
 
@@ -55,18 +57,27 @@ def compare(study: Study, suites: list[str], out: Path, *, command: str = "", re
             say: Callable[[str], None] = print, progress: bool = True) -> dict:
     """Run ``suites`` of ``study``; write and return the results (see the module docstring)."""
     started, clock = datetime.datetime.now(datetime.timezone.utc), time.monotonic()
+    if not is_main_process():  # under torchrun one process speaks
+        say, progress = (lambda _: None), False
     names = study.runs_for(suites)
     trained: dict[str, TrainedRun] = {}
-    for i, name in enumerate(names, start=1):
-        say(f"[{i}/{len(names)}] {name}: training ({_steps(study.runs[name].config)}) or loading")
-        trained[name] = train_or_load(study.runs[name], progress=progress)
+    # under torchrun the processes join their group once, for all the trainings (see distributed.init)
+    world = init(pick_device(study.runs[names[0]].config["train"]["device"])) if names else None
+    try:
+        for i, name in enumerate(names, start=1):
+            say(f"[{i}/{len(names)}] {name}: training ({_steps(study.runs[name].config)}) or loading")
+            trained[name] = train_or_load(study.runs[name], progress=progress)
+    finally:
+        if world is not None:
+            shutdown(world)
     if not is_main_process():  # under torchrun every process trains; one evaluates and writes
         return {}
     results: dict = {"detkit_compare": FORMAT_VERSION, "budget": study.budget, "about": study.about,
                      "seed": study.seed, "suites_run": list(suites), "command": command, "study": study.spec,
-                     "runs": {}, "suites": {}}
-    say(f"recomputing BatchNorm statistics over {study.measure['precise_bn']} training batches (precise BN), "
-        "then evaluating every run on its validation split, with the bootstrap over its images")
+                     "measure": dict(study.measure), "runs": {}, "suites": {}}
+    if study.measure["precise_bn"]:
+        say(f"recomputing BatchNorm statistics over {study.measure['precise_bn']} training batches (precise BN)")
+    say("evaluating every run on its validation split, with the bootstrap over its images")
     draws, datasets = {}, {}
     for name, run in trained.items():
         precise_batchnorm(run, study.measure["precise_bn"])
@@ -160,7 +171,8 @@ def _losses(path: Path) -> list[list[float]]:
 
 
 def _measure_cost(trained: Mapping[str, TrainedRun], datasets: Mapping, runs: dict, measure: Mapping) -> None:
-    images = {name: first_images(datasets[run.run.dataset], measure["latency_images"]) for name, run in trained.items()}
+    shared = {name: first_images(dataset, measure["latency_images"]) for name, dataset in datasets.items()}
+    images = {name: shared[run.run.dataset] for name, run in trained.items()}  # one list per dataset: see _turns
     for name, run in trained.items():
         first = images[name][0].to(run.device)
         runs[name].update(params=parameters(run.model), gflops=gflops(run.model, first),
@@ -178,14 +190,14 @@ def _measure_cost(trained: Mapping[str, TrainedRun], datasets: Mapping, runs: di
 
 
 def _turns(models, images, device, warmup):
-    """Latency with each model on its own dataset's images; models sharing a dataset take turns."""
+    """Latency with each model on its own dataset's images; the models of one dataset (one
+    list of images) take turns image by image."""
     groups: dict[int, dict] = {}
     for name, model in models.items():
         groups.setdefault(id(images[name]), {})[name] = model
     out = {}
     for group in groups.values():
-        first = next(iter(group))
-        out.update(latency(group, images[first], device=device, warmup=warmup))
+        out.update(latency(group, images[next(iter(group))], device=device, warmup=warmup))
     return out
 
 

@@ -9,7 +9,7 @@ from typing import Mapping
 import yaml
 
 from detkit.compare.claims import NOT_MEASURABLE, REPRODUCED
-from detkit.compare.study import PAIRS
+from detkit.compare.study import MEASURE_DEFAULTS, PAIRS
 
 SUITE_TITLES = {
     "detectors": "Detectors: two-stage against one-stage",
@@ -84,7 +84,8 @@ def _verdict(claim: Mapping) -> str:
     return f"{mark} ({claim['why']})"
 
 
-def _verdict_table(claims: list[dict]) -> list[str]:
+def verdict_table(claims: list[dict]) -> list[str]:
+    """The claims as a Markdown table: suite, claim, published, measured, verdict (report.md and survey.md)."""
     return _table(["suite", "claim", "published", "measured here", "verdict"],
                   [[c["suite"], c["claim"], f"{c['published']} ({c['source']})", c["measured"], _verdict(c)]
                    for c in claims])
@@ -96,7 +97,7 @@ def write_report(results: Mapping, out: Path, plots: list[Path]) -> Path:
         lines += ["> **Smoke budget.** This run checks the machinery; its numbers and verdicts mean nothing.", ""]
     lines += [results.get("about", ""), ""]
     lines += _header(results) + [""]
-    lines += ["## Verdicts", "", *_verdict_table(results.get("claims", [])), ""]
+    lines += ["## Verdicts", "", *verdict_table(results.get("claims", [])), ""]
     lines += _noise_section(results) + [""]
     shown = {p.name for p in plots}
     for suite in results["suites"]:
@@ -122,11 +123,20 @@ def write_report(results: Mapping, out: Path, plots: list[Path]) -> Path:
 
 def _header(results: Mapping) -> list[str]:
     p = results["provenance"]
+    m = results.get("measure") or {**MEASURE_DEFAULTS, **(results["study"].get("measure") or {})}
     gpu = p["gpu"] or "no GPU"
-    return [f"Produced by `{results['command']}` on {p['started']} in {p['seconds'] / 60:.0f} min: {p['cpu']}, "
+    norms = (f"after its BatchNorm statistics are recomputed over {m['precise_bn']} training batches (precise BN, "
+             "every model alike)" if m["precise_bn"] else "with the BatchNorm statistics it trained with")
+    method = (f" Each model is evaluated at the end of its budget (its last weights), {norms}; latency is timed on "
+              f"{m['latency_images']} validation images after {m['warmup']} warm-up calls.")
+    trained = sum(r["train_seconds"] for r in results["runs"].values()) / 60
+    earlier = sum(r["train_seconds"] for r in results["runs"].values() if r["reused"]) / 60
+    spent = f"; its {len(results['runs'])} runs trained for {trained:.0f} min in all" + (
+        f" ({earlier:.0f} min of it in an earlier invocation, whose finished runs this one loaded)" if earlier else "")
+    return [f"Produced by `{results['command']}` on {p['started']} in {p['seconds'] / 60:.0f} min{spent}: {p['cpu']}, "
             f"{p['cores']} cores ({p['torch_threads']} torch threads), {gpu}; detkit {p['packages']['detkit']}, "
-            f"torch {p['packages']['torch']}, seed {results['seed']}. Everything below is in `results.json`; "
-            "the plots are drawn from it."]
+            f"torch {p['packages']['torch']}, seed {results['seed']}.{method} Everything below is in "
+            "`results.json`; the plots are drawn from it."]
 
 
 def _noise_section(results: Mapping) -> list[str]:
@@ -142,6 +152,9 @@ def _noise_section(results: Mapping) -> list[str]:
                      f"(AP50 {', '.join(f'{v:.3f}' for v in probe['AP50'])}), sigma_seed = {probe['std_AP']:.3f} AP. "
                      "This is also the noise to expect from rerunning the study on another machine or software "
                      "build (floating-point differences grow like a change of seed).")
+    else:
+        lines.append("- **Training seed: not measured** (the study ran no seed probe). The verdicts below count only "
+                     "the evaluation sample's noise, so they overstate how sure a difference between models is.")
     lines += ["- **A difference between two models counts** when it exceeds 2 sigma, sigma^2 = var_boot(difference) + "
               "2 sigma_seed^2. Between suppressors on one model's saved predictions only the bootstrap applies.",
               "- **Rerunning with the same seed** on the same machine and software gives the same weights, hence the "
@@ -225,13 +238,13 @@ def _nms_section(results: Mapping) -> list[str]:
         lines += ["### The recall ceiling of greedy suppression: perfect boxes", "",
                   "If a detector returned exactly the true boxes (scores in random order), the share of true objects "
                   "that suppression at each IoU threshold would remove; `neighbour` is the share with a same-class "
-                  "neighbour above the threshold; Adaptive-NMS is given each object's true density.", ""]
+                  "neighbour above the threshold.", ""]
         rows = []
         for name, s in stats.items():
             if "missing" in s:
                 rows.append([f"`{name}`", "not found", "", "", "", s["missing"]])
                 continue
-            for kind in ("nms", "diou_nms", "adaptive_nms", "neighbour"):
+            for kind in ("nms", "diou_nms", "neighbour"):
                 rows.append([f"`{name}` ({s['split']})", s["images"], s["objects"], kind,
                              ", ".join(f"{t}: {100 * v:.1f}%" for t, v in zip(s["thresholds"], s[kind])), ""])
         lines += [*_table(["dataset", "images", "objects", "suppressor", "removed at IoU threshold", "note"], rows), ""]

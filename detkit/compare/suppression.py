@@ -29,8 +29,7 @@ from detkit.data.records import DatasetIndex
 from detkit.evaluation import detections_to_results, evaluate
 from detkit.evaluation.bootstrap import match_images
 from detkit.evaluation.coco_eval import coco_ground_truth
-from detkit.ops import batched_adaptive_nms, batched_diou_nms, batched_nms, box_iou, build_suppressor
-from detkit.models.heads.density_head import density_targets
+from detkit.ops import batched_diou_nms, batched_nms, box_iou, build_suppressor
 
 MATCH_IOU = 0.5
 
@@ -158,12 +157,15 @@ def evaluate_suppressor(index: DatasetIndex, raw: Mapping[int, Mapping], config:
 
 def crowd_statistics(index: DatasetIndex, thresholds: list[float], seed: int = 0) -> dict:
     """Of a split's objects, the fraction that suppression would remove from perfect detections
-    (the true boxes, scored in a random order): greedy NMS and DIoU-NMS at each threshold, and
-    Adaptive-NMS given each object's true density (which, by its definition, removes none);
-    and the fraction with a same-class neighbour at IoU > t."""
+    (the true boxes, scored in a random order): greedy NMS and DIoU-NMS at each threshold; and
+    the fraction with a same-class neighbour at IoU > t.
+
+    (Adaptive-NMS has no such ceiling to measure: given an object's true density, its threshold
+    equals the IoU with its nearest neighbour, and whether ``IoU >= N_M`` then removes that
+    neighbour is decided by rounding.)"""
     rng = np.random.default_rng(seed)
     lost = {"nms": np.zeros(len(thresholds)), "diou_nms": np.zeros(len(thresholds)),
-            "adaptive_nms": np.zeros(len(thresholds)), "neighbour": np.zeros(len(thresholds))}
+            "neighbour": np.zeros(len(thresholds))}
     total = 0
     for r in index.records:
         objects = ~r.iscrowd
@@ -173,7 +175,6 @@ def crowd_statistics(index: DatasetIndex, thresholds: list[float], seed: int = 0
             continue
         total += len(boxes)
         scores = torch.as_tensor(rng.random(len(boxes)), dtype=torch.float32)
-        densities = density_targets(boxes)
         iou = box_iou(boxes, boxes)
         iou.fill_diagonal_(0)
         iou[labels[:, None] != labels[None, :]] = 0
@@ -181,7 +182,6 @@ def crowd_statistics(index: DatasetIndex, thresholds: list[float], seed: int = 0
         for i, t in enumerate(thresholds):
             lost["nms"][i] += len(boxes) - len(batched_nms(boxes, scores, labels, t))
             lost["diou_nms"][i] += len(boxes) - len(batched_diou_nms(boxes, scores, labels, t))
-            lost["adaptive_nms"][i] += len(boxes) - len(batched_adaptive_nms(boxes, scores, labels, densities, t))
             lost["neighbour"][i] += int((nearest > t).sum())
     total = max(1, total)
     return {"thresholds": list(thresholds), "objects": total, "images": len(index.records),

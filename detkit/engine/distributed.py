@@ -19,6 +19,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    joined_here: bool = False  # this init() call created the process group, so its caller leaves it
 
     @property
     def main(self) -> bool:
@@ -27,13 +28,17 @@ class World:
 
 
 def init(device: str) -> World:
-    """Join torchrun's process group if this process was started by torchrun."""
+    """Join torchrun's process group if this process was started by torchrun. A process joins
+    once: a caller that finds the group already joined (``detkit compare`` trains several
+    runs in one process) uses it, and leaves it to whoever joined it (see ``shutdown``)."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return World()
-    world = World(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
-    if not dist.is_initialized():
-        backend = "nccl" if device == "cuda" else "gloo"
-        if device == "cuda":
+    joining = not dist.is_initialized()
+    world = World(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)),
+                  joined_here=joining)
+    if joining:
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        if device.startswith("cuda"):
             torch.cuda.set_device(world.local_rank)
         dist.init_process_group(backend=backend)
     return world
@@ -54,7 +59,9 @@ def barrier(world: World) -> None:
 
 
 def shutdown(world: World) -> None:
-    if world.size > 1 and dist.is_initialized():
+    """Leave the process group if ``world``'s init() joined it. (Rejoining in the same process
+    after leaving is unreliable with gloo: the second rendezvous can fail or hang.)"""
+    if world.joined_here and dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -70,7 +70,6 @@ def test_crowd_statistics_on_perfect_boxes():
     assert stats["nms"] == [0.25, 0.25, 0.0]  # one of the pair, whichever scores lower, while t < 0.54
     assert stats["diou_nms"][2] == 0.0 and stats["diou_nms"][0] == 0.25
     assert stats["neighbour"] == [0.5, 0.5, 0.0]
-    assert stats["adaptive_nms"] == [0.0, 0.0, 0.0]  # a box's true density is >= its IoU with any neighbour
 
 
 def test_crowded_subset_keeps_the_images_with_a_close_pair():
