@@ -73,13 +73,38 @@ def speed_accuracy(results: Mapping, path: Path) -> Path:
                    edgecolors="black", linewidths=0.6)
         ax.errorbar([x], [y], xerr=[[x - run["latency"]["cpu"]["q25_ms"]], [run["latency"]["cpu"]["q75_ms"] - x]],
                     color=f"C{i % 10}", capsize=3, linewidth=1)
-        ax.annotate(f"{name}\n{run['params'] / 1e6:.1f} M, {run['gflops']:.1f} GFLOPs", (x, y), fontsize=7,
-                    xytext=(6, 6), textcoords="offset points")
+    aps = [runs[n]["eval"]["stats"]["AP"] for n in names]
+    ax.set_ylim(0, max(aps) * 1.15 + 0.02)
+    ax.margins(x=0.12)
+    _place_labels(fig, ax, [(runs[n]["latency"]["cpu"]["median_ms"], runs[n]["eval"]["stats"]["AP"],
+                             f"{n}\n{runs[n]['params'] / 1e6:.1f} M, {runs[n]['gflops']:.1f} GFLOPs") for n in names])
     ax.set(xlabel="CPU latency per image (ms, median; bars: quartiles)", ylabel="COCO AP (val)",
            title=f"Speed against accuracy ({results['budget']} budget); marker area ~ parameters")
-    ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+_LABEL_OFFSETS = ((10, 8, "left", "bottom"), (10, -8, "left", "top"), (-10, 8, "right", "bottom"),
+                  (-10, -8, "right", "top"), (0, 18, "center", "bottom"), (0, -18, "center", "top"))
+
+
+def _place_labels(fig, ax, points) -> None:
+    """Annotate each (x, y, text) at the first offset around its point whose text overlaps no
+    label placed before it (the last offset tried stays when all overlap)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    placed = []
+    for x, y, text in sorted(points, key=lambda p: -p[1]):
+        for dx, dy, ha, va in _LABEL_OFFSETS:
+            label = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=7, ha=ha, va=va)
+            box = label.get_window_extent(renderer).expanded(1.05, 1.1)
+            inside = ax.get_window_extent(renderer).contains(box.x0, box.y0) and \
+                ax.get_window_extent(renderer).contains(box.x1, box.y1)
+            if inside and not any(box.overlaps(other) for other in placed):
+                break
+            if (dx, dy) != _LABEL_OFFSETS[-1][:2]:
+                label.remove()
+        placed.append(box)
 
 
 def ap_by_size(results: Mapping, path: Path) -> Path:
@@ -94,7 +119,9 @@ def ap_by_size(results: Mapping, path: Path) -> Path:
             ax.bar([j + i * width for j in range(len(metrics))], values, width, label=name, color=f"C{i}")
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(metrics))], ["all", "small", "medium", "large"])
         ax.set(title=suite, ylabel="COCO AP")
-        ax.legend(fontsize=7)
+        ax.set_ylim(0, max(max(results["runs"][n]["eval"]["stats"][m], 0.0) for n in names for m in metrics) * 1.3
+                    + 1e-3)  # head room for the legend above the bars
+        ax.legend(fontsize=7, ncol=min(len(names), 3), loc="upper left")
     return _save(fig, path)
 
 
@@ -135,11 +162,11 @@ def nms_bars(results: Mapping, path: Path) -> Path:
             values = [split["rows"][n][key] for n in names]
             bars = ax.bar([i + j * width for i in range(len(names))], values, width, label=title, color=f"C{j}")
             ax.bar_label(bars, fmt="%.3f", fontsize=6, rotation=90, padding=2)
-        ax.set_xticks([i + width for i in range(len(names))], [n.replace("_", "\n") for n in names], fontsize=7)
-        lost = ", ".join(f"{n} {split['rows'][n]['lost']}" for n in names)
-        ax.set(title=f"{label} split ({split['images']} images): same raw predictions", ylim=(0, 1.1))
-        ax.set_xlabel(f"objects lost to suppression: {lost}", fontsize=7)
-        ax.legend(fontsize=7, loc="upper right")
+        ax.set_xticks([i + width for i in range(len(names))],
+                      [n.replace("_", "\n") + f"\n(lost {split['rows'][n]['lost']})" for n in names], fontsize=7)
+        ax.set(title=f"{label} split ({split['images']} images): same raw predictions", ylim=(0, 1.28))
+        ax.set_xlabel("suppressor (lost: recoverable objects no kept detection covers)", fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", ncol=len(metrics))
     return _save(fig, path)
 
 
@@ -149,20 +176,22 @@ def nms_sweep(results: Mapping, path: Path) -> Path:
     splits = nms["splits"]
     stats = {k: v for k, v in nms.get("crowd_statistics", {}).items() if "missing" not in v}
     columns = len(splits) + (1 if stats else 0)
-    fig, axes = plt.subplots(1, columns, figsize=(4.8 * columns, 4), squeeze=False)
+    fig, axes = plt.subplots(1, columns, figsize=(4.8 * columns, 4.6), squeeze=False)
     for ax, (label, split) in zip(axes[0], splits.items()):
         for i, (family, entry) in enumerate(split["sweep"].items()):
             if entry["key"] == "iou_threshold":
                 ax.plot(entry["values"], entry["AP"], marker="o", color=f"C{i}", label=family)
+        handles = ax.get_legend_handles_labels()[0]
         gaussian = split["sweep"].get("soft_nms_gaussian")
         if gaussian:
             top = ax.twiny()
             top.plot(gaussian["values"], gaussian["AP"], marker="s", linestyle="--", color="black",
                      label="soft_nms_gaussian (top axis: sigma)")
             top.set_xlabel("gaussian Soft-NMS sigma", fontsize=8)
-            top.legend(fontsize=7, loc="lower right")
+            handles += top.get_legend_handles_labels()[0]
         ax.set(title=f"{label} split", xlabel="IoU threshold", ylabel="COCO AP")
-        ax.legend(fontsize=7, loc="lower left")
+        # below the panel: inside, the curves of a crowded split fill every corner
+        ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)
         ax.grid(alpha=0.3)
     if stats:
         ax = axes[0][-1]
@@ -170,7 +199,7 @@ def nms_sweep(results: Mapping, path: Path) -> Path:
             ax.plot(s["thresholds"], [100 * v for v in s["nms"]], marker="o", color=f"C{i}", label=f"{name}: NMS")
             ax.plot(s["thresholds"], [100 * v for v in s["diou_nms"]], marker="x", linestyle=":", color=f"C{i}",
                     label=f"{name}: DIoU-NMS")
-        ax.set(title="perfect boxes: objects greedy suppression removes", xlabel="IoU threshold",
+        ax.set(title="perfect boxes: true objects suppressed", xlabel="IoU threshold",
                ylabel="% of the true objects")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
