@@ -31,3 +31,11 @@ def test_survey_md_quotes_the_verdicts(cpu):
     survey = (DOCS / "survey.md").read_text()
     assert "\n".join(verdict_table(cpu["claims"])) in survey
 
+
+def test_the_rerun_reproduced_the_table(cpu):
+    rerun = json.loads((DOCS / "compare" / "cpu-rerun" / "results.json").read_text())
+    rows = rerun["reference"]["runs"]
+    assert set(rows) == set(cpu["runs"])
+    assert all(row["within_noise"] for row in rows.values())
+    assert rerun["reference"]["verdicts_changed"] == []
+    assert not any(run["reused"] for run in rerun["runs"].values())  # trained again, not loaded
