@@ -93,13 +93,13 @@ def _place_labels(fig, ax, points) -> None:
     label placed before it (the last offset tried stays when all overlap)."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
     placed = []
     for x, y, text in sorted(points, key=lambda p: -p[1]):
         for dx, dy, ha, va in _LABEL_OFFSETS:
             label = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=7, ha=ha, va=va)
             box = label.get_window_extent(renderer).expanded(1.05, 1.1)
-            inside = ax.get_window_extent(renderer).contains(box.x0, box.y0) and \
-                ax.get_window_extent(renderer).contains(box.x1, box.y1)
+            inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
             if inside and not any(box.overlaps(other) for other in placed):
                 break
             if (dx, dy) != _LABEL_OFFSETS[-1][:2]:
