@@ -15,7 +15,8 @@ from detkit import __version__
 
 def user_errors(command):
     """A ValueError (a user's mistake, with a message saying what and where) becomes a
-    one-line error and exit status 2, not a traceback."""
+    one-line error and exit status 2, not a traceback; so does a file that cannot be written
+    or read (OSError: a full disk, no permission), naming the file."""
 
     @functools.wraps(command)
     def run(*args, **kwargs):
@@ -23,8 +24,37 @@ def user_errors(command):
             return command(*args, **kwargs)
         except ValueError as error:
             raise click.UsageError(str(error)) from None
+        except OSError as error:
+            if error.filename is None:
+                raise
+            raise click.ClickException(f"{error.filename}: {error.strerror or error}") from None
 
     return run
+
+
+def output_folder(path: str | Path, option: str) -> Path:
+    """``path`` created if missing and checked writable now, before any work: ``--out`` under a
+    file, a read-only folder or an impossible path is an error naming the option, not a
+    traceback at the end of a long run."""
+    import tempfile
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise click.UsageError(f"{option} {path}: cannot write there ({error.strerror or error})") from None
+    return path
+
+
+def output_file(path: str | Path, option: str) -> Path:
+    """A file to be written: its folder created and checked writable now (see ``output_folder``)."""
+    path = Path(path)
+    if path.is_dir():
+        raise click.UsageError(f"{option} {path}: is a folder; give a file name")
+    output_folder(path.parent if str(path.parent) else ".", option)
+    return path
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -100,18 +130,22 @@ def data_synth(out, images, seed, size, crowded, workers):
 @_names
 @click.option("--images", default="copy", show_default=True, type=click.Choice(["copy", "link", "none"]),
               help="Copy the images, link them (symbolic links), or write annotations only.")
+@click.option("--force", is_flag=True, help="Write even over the source's own annotation files.")
 @user_errors
-def data_convert(dataset, to, out, split, names, images):
+def data_convert(dataset, to, out, split, names, images, force):
     """Convert DATASET to another format (COCO json, YOLO txt, VOC xml).
 
     \b
     DATASET is a COCO json (or a folder with annotations.json), a YOLO data YAML (or an
     images/<split> folder), or a VOC folder; the format is told from the path.
+    Images already in OUT are never overwritten; the source's annotations are not
+    either, unless --force. COCO to COCO keeps every field (segmentation, info, ...).
     """
     from detkit.data import convert
 
     index = _open(dataset, split, names)
-    path = convert(index, to, out, split=split or "train", images=images)
+    output_folder(out, "--out")
+    path = convert(index, to, out, split=split or "train", images=images, force=force)
     click.echo(f"wrote {path}: {len(index.records)} images, {sum(len(r.boxes) for r in index.records)} annotations")
     if index.issues:
         click.echo(index.issues.summary(), err=True)
@@ -131,14 +165,32 @@ def data_stats(dataset, split, names, json_out, plot):
     DATASET is a COCO json (or a folder with annotations.json), a YOLO data YAML (or an
     images/<split> folder), or a VOC folder; the format is told from the path.
     """
+    from detkit.data import SeveralDatasets
     from detkit.data.stats import dataset_stats, format_stats, plot_sizes
 
-    stats = dataset_stats(_open(dataset, split, names))
-    click.echo(format_stats(stats))
+    for option, path in (("--json", json_out), ("--plot", plot)):
+        if path:
+            output_file(path, option)
+    try:
+        indices = [_open(dataset, split, names)]
+    except SeveralDatasets as several:  # a folder of several splits: show each
+        click.echo(f"{several.path} holds several datasets; each is shown (choose one with --split)\n")
+        indices = []
+        for found in several.found:
+            try:
+                indices.append(_open(str(found.source), None, names))
+            except ValueError as error:
+                click.echo(f"{found.split} ({found.format}): not shown: {error}\n")
+    every = [dataset_stats(index) for index in indices]
+    for stats in every:
+        click.echo(format_stats(stats) + ("\n" if len(every) > 1 else ""))
     if json_out:
-        Path(json_out).write_text(json.dumps({k: v for k, v in stats.items() if k != "side_px"}, indent=2))
+        numbers = [{k: v for k, v in stats.items() if k != "side_px"} for stats in every]
+        Path(json_out).write_text(json.dumps(numbers[0] if len(numbers) == 1 else numbers, indent=2))
     if plot:
-        click.echo(f"wrote {plot_sizes(stats, plot)}")
+        for stats in every:
+            target = Path(plot) if len(every) == 1 else Path(plot).with_stem(f"{Path(plot).stem}-{Path(stats['source']).stem}")
+            click.echo(f"wrote {plot_sizes(stats, target)}")
 
 
 @data.command("show")
@@ -159,19 +211,21 @@ def data_show(dataset, out, split, names, max_images):
     from detkit.visualize import draw_boxes, save_image
 
     index = _open(dataset, split, names)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = 0
+    out = output_folder(out, "--out")
+    written, skipped = 0, 0
     for record in index.records[:max_images]:
         try:
             image = read_image(record.path)
         except (OSError, SyntaxError, ValueError) as error:
-            click.echo(f"skipped {record.path}: {error}", err=True)
+            click.echo(f"skipped {error}", err=True)
+            skipped += 1
             continue
         drawn = draw_boxes(image, record.boxes, record.labels, index.class_names, crowd=record.iscrowd)
-        save_image(drawn, out / (Path(record.file_name).stem + ".jpg"))
+        target = out / record.file_name  # the dataset's sub-folders mirrored: a/x.jpg and b/x.jpg stay two
+        target.parent.mkdir(parents=True, exist_ok=True)
+        save_image(drawn, target)
         written += 1
-    click.echo(f"drew {written} images in {out}")
+    click.echo(f"drew {written} images in {out}" + (f"; skipped {skipped} unreadable" if skipped else ""))
 
 
 # ------------------------------------------------------------------------------ train / eval / predict
@@ -202,17 +256,22 @@ def train_command(config, overrides, out, resume):
     Under torchrun (torchrun --nproc_per_node N -m detkit.cli train CONFIG) each process
     trains on its share of every epoch (DistributedDataParallel; gloo on CPUs).
     """
-    from detkit.engine import NonFiniteLoss, train
+    from detkit.engine import Interrupted, NonFiniteLoss, train
 
     cfg = _config(config, overrides)
     if out:
         cfg["train"]["out"] = out
+    output_folder(cfg["train"]["out"] or Path("runs") / cfg["name"], "--out" if out else "train.out")
     try:
         result = train(cfg, resume=resume)
     except NonFiniteLoss as error:
         raise click.ClickException(str(error)) from None
+    except Interrupted as error:
+        raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:
         raise click.ClickException("interrupted: the last checkpoint is whole; continue with --resume") from None
+    if not result.main:  # under torchrun, rank 0 speaks for all
+        return
     click.echo(f"run folder: {result.out}  (last: {result.last.name}"
                f"{', best: ' + result.best.name if result.best else ''})")
     if result.evaluation is not None:
@@ -248,9 +307,12 @@ def eval_(config, weights, overrides, postprocess, gt, predictions, json_out, pl
     from detkit.data.coco import load_coco
     from detkit.evaluation import evaluate, load_results, plot_pr_curves, write_json
 
+    if json_out:
+        output_file(json_out, "--json")
+    if plots:
+        output_folder(plots, "--plots")
     if config:
-        import yaml
-
+        from detkit.config import parse_yaml
         from detkit.engine import evaluate_model, load_model
         from detkit.engine.loop_data import make_datasets, resolve_datasets
 
@@ -258,7 +320,11 @@ def eval_(config, weights, overrides, postprocess, gt, predictions, json_out, pl
             raise click.UsageError("detkit eval CONFIG needs --weights")
         cfg = _config(config, overrides)
         if postprocess:
-            cfg["model"]["postprocess"] = yaml.safe_load(postprocess)
+            suppressor = parse_yaml(postprocess, "--postprocess")
+            if not isinstance(suppressor, dict):
+                raise click.UsageError(f"--postprocess must be a YAML mapping such as '{{type: soft_nms, sigma: 0.5}}', "
+                                       f"got {postprocess!r}")
+            cfg["model"]["postprocess"] = suppressor
         train_index, val_index = resolve_datasets(cfg)
         if val_index is None:
             raise click.UsageError(f"{config}: no data.val to evaluate on")
@@ -312,11 +378,15 @@ def predict_command(config, images, weights, out, score_threshold, overrides):
     from detkit.engine.trainer import pick_device
 
     cfg = _config(config, overrides)
+    out = output_folder(out, "--out")
     device = pick_device(cfg["train"]["device"])
     model = load_model(cfg, weights, device)
-    path = predict_images(model, images, Path(out), eval_transforms=cfg["data"]["eval_transforms"],
-                          score_threshold=score_threshold, device=device)
-    click.echo(f"drew the detections in {out}; all of them in {path}")
+    written = predict_images(model, images, out, eval_transforms=cfg["data"]["eval_transforms"],
+                             score_threshold=score_threshold, device=device)
+    for path, reason in written.skipped:
+        click.echo(f"skipped {path}: {reason}", err=True)
+    click.echo(f"drew the detections on {len(written.pictures)} images in {out}; all of them in {written.json}"
+               + (f"; {len(written.skipped)} unreadable images skipped" if written.skipped else ""))
 
 
 @main.command("quickstart")
@@ -336,9 +406,11 @@ def quickstart(out, minutes, overrides):
     from detkit.engine.inference import predict_images
 
     cfg = _config(str(_configs() / "quickstart.yaml"), overrides)
-    cfg["train"]["out"] = out
+    cfg["train"]["out"] = str(output_folder(out, "--out"))
     if minutes is not None:
-        cfg["train"]["time_limit_min"] = minutes
+        from detkit.config import LIMITS
+
+        cfg["train"]["time_limit_min"] = LIMITS["train.time_limit_min"].check(minutes, "--minutes")
     result = train(cfg)
     click.echo("\nCOCO evaluation on the synthetic val split:")
     _print_evaluation(result.evaluation)
@@ -347,7 +419,7 @@ def quickstart(out, minutes, overrides):
     model = load_model(cfg | {"model": {**cfg["model"]}}, result.best or result.last)
     val_images = sorted((Path(cfg["data"]["synthetic"]["out"]) / "val" / "images").glob("*.jpg"))[:8]
     predictions = predict_images(model, val_images, Path(out) / "predictions", progress=False)
-    click.echo(f"\ncheckpoint: {result.best or result.last}\npredictions drawn: {predictions.parent}\n"
+    click.echo(f"\ncheckpoint: {result.best or result.last}\npredictions drawn: {predictions.json.parent}\n"
                f"metrics: {Path(out) / 'metrics.jsonl'}")
 
 
@@ -413,6 +485,8 @@ def compare_command(suites, budget, out, runs_dir, seed, overrides, reference, p
         for written in write(results, out):
             click.echo(f"wrote {written}")
         return
+    if not plan:
+        output_folder(out, "--out")
     chosen = list(SUITES) if "all" in suites else list(dict.fromkeys(suites))
     study = load_study(budget, list(overrides), seed=seed, runs_dir=runs_dir)
     missing = [s for s in chosen if s not in study.suites]

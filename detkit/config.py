@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -37,6 +39,120 @@ def unknown_choice(value: object, known: Iterable[str], where: str, what: str = 
     """
     suggestion, names = _nearest(value, known)
     return ValueError(f"{where}: unknown {what} {value!r}{suggestion} (known: {names})")
+
+
+# ------------------------------------------------------------------------------ YAML
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e-3``, ``5E4`` and ``2e+1`` as numbers.
+
+    PyYAML resolves YAML 1.1, whose floats need a dot and a signed exponent (``1.0e-3``), so
+    ``lr: 1e-3`` would arrive as the string ``'1e-3'``; YAML 1.2 (and every other language's
+    reader) takes it as a number, and so do detkit's configs and ``--set``.
+    """
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """``text`` read by ``ConfigLoader``; a malformed text is a ValueError naming ``where``
+    with the line and column."""
+    try:
+        return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 (ConfigLoader is a SafeLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise ValueError(f"{where}{at}: malformed YAML: {getattr(error, 'problem', None) or error}") from None
+
+
+# ------------------------------------------------------------------------------ numbers
+
+
+@dataclass(frozen=True)
+class Number:
+    """What a numeric config value may be: a whole number or not, and its range.
+
+    >>> Number(low=1, integer=True).check(0, "train.epochs")
+    ValueError("train.epochs must be at least 1, got 0")
+    """
+
+    low: float | None = None  # the smallest value allowed
+    high: float | None = None  # the largest value allowed
+    integer: bool = False
+    open_low: bool = False  # ``low`` itself is not allowed (``> low``)
+    open_high: bool = False
+    why: str = ""  # said after a value out of range
+
+    def check(self, value: Any, where: str) -> int | float:
+        """``value`` (an integral float made an int for a whole-number key), or ValueError."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where} must be a number, got {value!r}")
+        if self.integer:
+            if not float(value).is_integer():
+                raise ValueError(f"{where} must be a whole number, got {value!r}")
+            value = int(value)
+        elif value != value:  # NaN
+            raise ValueError(f"{where} must be a number, got {value!r}")
+        why = f" ({self.why})" if self.why else ""
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            bound = f"greater than {self.low:g}" if self.open_low else f"at least {self.low:g}"
+            raise ValueError(f"{where} must be {bound}, got {value!r}{why}")
+        if self.high is not None and (value >= self.high if self.open_high else value > self.high):
+            bound = f"less than {self.high:g}" if self.open_high else f"at most {self.high:g}"
+            raise ValueError(f"{where} must be {bound}, got {value!r}{why}")
+        return value
+
+
+POSITIVE = Number(0, open_low=True)
+NON_NEGATIVE = Number(0)
+COUNT = Number(0, integer=True)
+FRACTION = Number(0, 1, open_high=True)
+
+
+def check_options(options: Mapping, spec: Mapping[str, Any], where: str, what: str = "option") -> dict:
+    """``options`` checked key by key against ``spec`` (key -> a ``Number``, ``bool`` or
+    ``list`` of a ``Number``); an unknown key names the nearest known one."""
+    out = dict(options)
+    for key, value in options.items():
+        if key not in spec:
+            raise unknown_key(key, spec, where, what)
+        out[key] = check_typed(value, spec[key], f"{where}.{key}")
+    return out
+
+
+def check_typed(value: Any, kind: Any, where: str) -> Any:
+    """``value`` checked against ``kind``: a ``Number``, ``bool``, or a list of kinds (one
+    per item, or one for all)."""
+    if isinstance(kind, Number):
+        return kind.check(value, where)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false, got {value!r}")
+        return value
+    if isinstance(kind, list):
+        if not isinstance(value, (list, tuple)) or (len(kind) > 1 and len(value) != len(kind)):
+            size = f" of {len(kind)}" if len(kind) > 1 else ""
+            raise ValueError(f"{where} must be a list{size}, got {value!r}")
+        return [check_typed(v, kind[min(i, len(kind) - 1)], f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+# The options of each train.optimizer and train.schedule type (the trainer builds from these)
+OPTIMIZERS: dict[str, dict[str, Any]] = {
+    "sgd": {"lr": POSITIVE, "momentum": Number(0, 1), "weight_decay": NON_NEGATIVE, "nesterov": bool},
+    "adamw": {"lr": POSITIVE, "betas": [FRACTION, FRACTION], "weight_decay": NON_NEGATIVE, "eps": POSITIVE},
+}
+_WARMUP = {"warmup_iters": COUNT, "warmup_factor": Number(0, 1, open_low=True)}
+SCHEDULES: dict[str, dict[str, Any]] = {
+    "step": {"milestones": [COUNT], "gamma": POSITIVE, **_WARMUP},
+    "cosine": {"min_factor": Number(0, 1), **_WARMUP},
+}
 
 
 # ------------------------------------------------------------------------------ run configs
@@ -75,6 +191,7 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,  # the run's seed: data order, augmentation, initialisation
         "deterministic": False,  # deterministic algorithms (exact resume on CPU; slower on GPU)
         "sync_bn": False,  # SyncBatchNorm across processes (torchrun)
+        "find_unused_parameters": False,  # DDP: true only for a model whose steps leave parameters unused (slower)
         "device": "auto",  # "auto" (CUDA when present), "cpu" or "cuda"
         "out": None,  # the run folder (default: runs/<config name>)
         "threads": None,  # torch CPU threads (None: torch's default)
@@ -106,15 +223,11 @@ def shipped_configs() -> Path:
 
 
 def read_yaml(path: Path) -> dict:
-    """yaml.safe_load with errors that name the file, line and column."""
+    """A YAML config file (``ConfigLoader``: safe, and ``1e-3`` is a number), with errors that
+    name the file, line and column."""
     if not path.is_file():
         raise ValueError(f"{path}: config file does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise ValueError(f"{path}{at}: malformed YAML: {getattr(error, 'problem', error)}") from None
+    data = parse_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config is a mapping (model:, data:, train:), got {type(data).__name__}")
     return data
@@ -156,8 +269,8 @@ def parse_override(item: str) -> dict:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ValueError(f"--set {item!r}: expected key.subkey=value")
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
+        value = parse_yaml(text, "--set")
+    except ValueError:
         raise ValueError(f"--set {item!r}: the value is not valid YAML") from None
     for part in reversed(key.split(".")):
         value = {part: value}
@@ -190,20 +303,44 @@ def _check_section(values: Mapping, defaults: Mapping, where: str) -> dict:
     return out
 
 
-_NUMBER = (int, float)
+# The range of every numeric data and train key (checked whenever the key is set, null allowed
+# where the default is null). A run that could not train is refused here, before anything starts.
+LIMITS: dict[str, Number] = {
+    "data.batch_size": Number(1, integer=True),
+    "data.workers": COUNT,
+    "train.epochs": Number(1, integer=True, why="a run of no epochs trains nothing"),
+    "train.max_iters": Number(1, integer=True, why="null: all epochs"),
+    "train.time_limit_min": Number(0, open_low=True, why="null: no limit"),
+    "train.clip_grad_norm": Number(0, open_low=True, why="null: no clipping"),
+    "train.eval_every": Number(1, integer=True),
+    "train.checkpoint_every": Number(0, integer=True, why="0: at epoch ends only"),
+    "train.log_every": Number(1, integer=True),
+    "train.seed": COUNT,
+    "train.threads": Number(1, integer=True, why="null: torch's default"),
+}
+# Mappings whose options depend on their type: type -> option -> kind
+TYPED: dict[str, dict[str, dict[str, Any]]] = {"train.optimizer": OPTIMIZERS, "train.schedule": SCHEDULES}
+EMA = {"decay": Number(0, 1, open_low=True, open_high=True)}
 
 
 def _check_value(value: Any, default: Any, where: str) -> Any:
-    if default is ANY or default is None or value is None:
+    if value is None:
+        return value
+    if where in LIMITS:
+        return LIMITS[where].check(value, where)
+    if where in TYPED:
+        return _check_typed_mapping(value, default, TYPED[where], where)
+    if where == "train.ema":
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{where} must be null or a mapping like {{decay: 0.9998}}, got {value!r}")
+        return check_options(value, EMA, where)
+    if default is ANY or default is None:
         return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ValueError(f"{where} must be true or false, got {value!r}")
-    elif isinstance(default, _NUMBER):
-        if isinstance(value, bool) or not isinstance(value, _NUMBER):
-            raise ValueError(f"{where} must be a number, got {value!r}")
-        if isinstance(default, int) and not isinstance(default, bool) and not float(value).is_integer():
-            raise ValueError(f"{where} must be a whole number, got {value!r}")
+    elif isinstance(default, (int, float)):
+        return Number(integer=isinstance(default, int)).check(value, where)
     elif isinstance(default, str):
         if not isinstance(value, str):
             raise ValueError(f"{where} must be a string, got {value!r}")
@@ -218,6 +355,19 @@ def _check_value(value: Any, default: Any, where: str) -> Any:
         return {**default, **value} if default and value.get("type", default.get("type")) == default.get("type") \
             else dict(value)
     return value
+
+
+def _check_typed_mapping(value: Any, default: Mapping, kinds: Mapping[str, Mapping], where: str) -> dict:
+    """A ``{type: ..., options}`` mapping over its default (merged when of the default's type),
+    its type one of ``kinds`` and every option of the right kind and range."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where} must be a mapping, got {value!r}")
+    kind = value.get("type", default.get("type"))
+    if kind not in kinds:
+        raise unknown_choice(kind, kinds, f"{where}.type")
+    merged = {**default, **value} if kind == default.get("type") else dict(value)
+    options = {k: v for k, v in merged.items() if k != "type"}
+    return {"type": kind, **check_options(options, kinds[kind], where, f"option of {kind}")}
 
 
 def save_config(config: Mapping, path: str | Path) -> Path:

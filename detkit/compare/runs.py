@@ -30,7 +30,8 @@ from detkit.data import DetectionDataset, build_transforms
 from detkit.data.records import DatasetIndex
 from detkit.engine import evaluate_model, load_model, predict, train
 from detkit.engine.distributed import World
-from detkit.engine.loop_data import EpochBatches, loader, make_datasets, resolve_datasets
+from detkit.engine.distributed import current as current_world
+from detkit.engine.loop_data import EpochBatches, loader, make_datasets, resolve_datasets, resolve_datasets_once
 from detkit.engine.trainer import complete_model_config, pick_device
 from detkit.evaluation import CocoEvaluation, coco_ground_truth
 from detkit.models import recalibrate_batchnorm
@@ -65,7 +66,9 @@ def train_or_load(run: Run, *, progress: bool = True) -> TrainedRun:
     config left one."""
     out = Path(run.config["train"]["out"])
     device = pick_device(run.config["train"]["device"])
-    train_index, _ = resolve_datasets(run.config)
+    # under torchrun every process reads the data: rank 0 generates a synthetic set first (two
+    # processes writing one dataset at once made the torchrun test flake)
+    train_index, _ = resolve_datasets_once(run.config, current_world())
     resolved = {**run.config, "model": complete_model_config(run.config, train_index.class_names)}
     if run.weights:
         return TrainedRun(run, load_model(resolved, run.weights, device), resolved, 0, 0.0, True, device)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
-from detkit.data.records import Category, DataIssues, DatasetIndex, ImageRecord, clean_boxes, resolve_under
+from detkit.data.records import (Category, DataIssues, DatasetIndex, ImageRecord, clean_boxes, real_size,
+                                  resolve_under)
 
 
 def read_json(path: Path) -> object:
@@ -41,6 +43,13 @@ def find_image_root(json_path: Path, data: dict) -> Path:
     first = next((img.get("file_name") for img in data.get("images", []) if img.get("file_name")), None)
     if first is None:
         return candidates[-1]
+    absolute = [img["file_name"] for img in data["images"] if Path(img.get("file_name") or "").is_absolute()]
+    if absolute:
+        common = os.path.commonpath([str(Path(name).parent) for name in absolute])
+        raise ValueError(f"{json_path}: images with an absolute file_name: {len(absolute)} (e.g. {absolute[0]!r}); "
+                         "COCO file names are relative to an image root, and detkit reads no path that leads out "
+                         f"of it: write them relative to their folder and pass that folder as image_root "
+                         f"(here, {common})")
     for folder in candidates:
         if (folder / first).is_file():
             return folder
@@ -101,6 +110,8 @@ def load_coco(json_path: str | Path, image_root: str | Path | None = None, *, im
         boxes = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
         width, height = int(info.get("width") or 0), int(info.get("height") or 0)
+        if images:
+            width, height = real_size(path, width, height, f"image {image_id} {path}", issues)
         keep = clean_boxes(boxes, width, height, [f"annotation {a['id']} of image {image_id}" for a in anns], issues)
         anns = [a for a, k in zip(anns, keep) if k]
         records.append(
@@ -156,34 +167,52 @@ def _check_structure(data: dict, where: str) -> None:
             raise ValueError(f"{where}: annotation {aid}: bbox must be [x, y, width, height], got {a.get('bbox')!r}")
 
 
-def to_coco_dict(index: DatasetIndex, *, file_names: list[str] | None = None) -> dict:
+_WRITTEN = {"images": ("id", "file_name", "width", "height"),
+            "annotations": ("id", "image_id", "category_id", "bbox", "area", "iscrowd"),
+            "categories": ("id", "name")}
+
+
+def to_coco_dict(index: DatasetIndex, *, file_names: list[str] | None = None, keep_fields: bool = False) -> dict:
     """A COCO instances dict of ``index``: boxes back to xywh, crowd regions and areas kept.
 
     Args:
         file_names: the ``file_name`` of each record (default: the record's own).
+        keep_fields: for an index read from COCO, carry over what detkit does not read itself
+            (``segmentation``, keypoints, ``info``, ``licenses``, an image's ``coco_url``, a
+            category's ``supercategory`` ...), so a COCO-to-COCO conversion loses nothing but
+            the annotations skipped when reading.
     """
+    source = index.coco if keep_fields and index.coco else {}
+    extra = {section: {item["id"]: {k: v for k, v in item.items() if k not in _WRITTEN[section]}
+                       for item in source.get(section, []) if isinstance(item, dict)} for section in _WRITTEN}
     images, annotations = [], []
     next_id = 1 + max((int(a) for r in index.records for a in r.annotation_ids), default=0)
     for i, r in enumerate(index.records):
         images.append(
             {"id": r.image_id, "file_name": file_names[i] if file_names else r.file_name, "width": r.width,
-             "height": r.height}
+             "height": r.height, **extra["images"].get(r.image_id, {})}
         )
         for box, label, crowd, area, ann_id in zip(r.boxes, r.labels, r.iscrowd, r.areas, r.annotation_ids):
+            kept = extra["annotations"].get(int(ann_id), {})
             if ann_id <= 0:  # sources without annotation ids
                 ann_id, next_id = next_id, next_id + 1
             x1, y1, x2, y2 = (float(v) for v in box)
             annotations.append(
                 {"id": int(ann_id), "image_id": r.image_id, "category_id": index.categories[label].id,
-                 "bbox": [x1, y1, x2 - x1, y2 - y1], "area": float(area), "iscrowd": int(crowd)}
+                 "bbox": [x1, y1, x2 - x1, y2 - y1], "area": float(area), "iscrowd": int(crowd), **kept}
             )
-    categories = [{"id": c.id, "name": c.name} for c in index.categories]
-    return {"images": images, "annotations": annotations, "categories": categories}
+    categories = [{"id": c.id, "name": c.name, **extra["categories"].get(c.id, {})} for c in index.categories]
+    top = {k: v for k, v in source.items() if k not in _WRITTEN}  # info, licenses, ...
+    return {**top, "images": images, "annotations": annotations, "categories": categories}
 
 
-def write_coco(index: DatasetIndex, json_path: str | Path, *, file_names: list[str] | None = None) -> Path:
-    """Write ``index`` as a COCO instances json (see ``to_coco_dict``)."""
+def write_coco(index: DatasetIndex, json_path: str | Path, *, file_names: list[str] | None = None,
+               keep_fields: bool = True) -> Path:
+    """Write ``index`` as a COCO instances json (see ``to_coco_dict``); written beside and
+    renamed into place, so an interrupted write never leaves half a file where one was."""
     json_path = Path(json_path)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(to_coco_dict(index, file_names=file_names)))
+    partial = json_path.with_name(f".{json_path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(to_coco_dict(index, file_names=file_names, keep_fields=keep_fields)))
+    os.replace(partial, json_path)
     return json_path

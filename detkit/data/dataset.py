@@ -16,6 +16,7 @@ run and is never dropped silently.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -32,29 +33,89 @@ from detkit.data.yolo import load_yolo
 FORMATS = ("coco", "yolo", "voc")
 
 
+@dataclass(frozen=True)
+class Found:
+    """A dataset inside a folder: its format, its split (None: the folder is one split), and
+    the path its reader takes."""
+
+    format: str
+    split: str | None
+    source: Path
+
+    def describe(self, folder: Path) -> str:
+        what = {"coco": "COCO json", "yolo": "YOLO labels", "voc": "VOC xml"}[self.format]
+        return f"{what} {self.source.relative_to(folder)}"
+
+
+def _splits(folder: Path, found: list[Found]) -> str:
+    """"train2017 (COCO json annotations/instances_train2017.json, YOLO labels images/train2017), ..."."""
+    by_split: dict[str, list[str]] = {}
+    for f in found:
+        by_split.setdefault(f.split, []).append(f.describe(folder))
+    text = ", ".join(f"{split} ({'; '.join(what)})" for split, what in by_split.items())
+    return text + ("; YOLO labels also need --names (or a data.yaml)" if any(f.format == "yolo" for f in found) else "")
+
+
+class SeveralDatasets(ValueError):
+    """A folder holds several splits and the caller did not choose one."""
+
+    def __init__(self, path: Path, found: list[Found]):
+        self.path, self.found = path, found
+        super().__init__(f"{path}: holds several datasets; choose one with --split: {_splits(path, found)}")
+
+
+def datasets_in(folder: Path) -> list[Found]:
+    """The splits a folder holds in the usual layouts: ``annotations/instances_<split>.json``
+    (COCO) and ``images/<split>`` with ``labels/<split>`` (YOLO), in that order."""
+    found = [Found("coco", p.stem.removeprefix("instances_"), p)
+             for p in sorted((folder / "annotations").glob("instances_*.json"))]
+    if (folder / "images").is_dir() and (folder / "labels").is_dir():
+        found += [Found("yolo", p.name, p) for p in sorted((folder / "images").iterdir())
+                  if p.is_dir() and (folder / "labels" / p.name).is_dir()]
+    return found
+
+
 def detect_format(path: Path, split: str | None) -> tuple[str, Path]:
-    """(format, the path its reader takes) for a dataset path; see ``open_dataset``."""
+    """(format, the path its reader takes) for a dataset path; see ``open_dataset``.
+
+    Raises:
+        SeveralDatasets: a folder with several splits and no ``split`` chosen.
+        ValueError: nothing readable at ``path``, or a ``split`` it does not have.
+    """
+    if not path.exists():
+        raise ValueError(f"{path}: no such file or folder")
     if path.is_file():
         if path.suffix == ".json":
+            if split is not None:
+                raise ValueError(f"split {split!r}: {path} is a COCO json, which is one split; drop the split, or "
+                                 "give the folder that holds annotations/instances_<split>.json")
             return "coco", path
         if path.suffix in (".yaml", ".yml"):
-            return "yolo", path
-    elif path.is_dir():
-        if (path / "Annotations").is_dir():
-            return "voc", path
-        if (path / "annotations.json").is_file():
-            return "coco", path / "annotations.json"
-        if split and (path / "annotations" / f"instances_{split}.json").is_file():
-            return "coco", path / "annotations" / f"instances_{split}.json"
-        for name in ("data.yaml", "data.yml"):
-            if (path / name).is_file():
-                return "yolo", path / name
-        if split and (path / "images" / split).is_dir() and (path / "labels").is_dir():
-            return "yolo", path / "images" / split
-        if path.name != "labels" and "images" in path.parts:
-            return "yolo", path
-    else:
-        raise ValueError(f"{path}: no such file or folder")
+            return "yolo", path  # load_yolo checks the split against the YAML's keys
+        raise ValueError(f"{path}: not a dataset file (expected a COCO .json or a YOLO data .yaml)")
+    if (path / "Annotations").is_dir():
+        return "voc", path  # load_voc checks the split against ImageSets/Main/
+    yaml_file = next((path / n for n in ("data.yaml", "data.yml") if (path / n).is_file()), None)
+    found = datasets_in(path)
+    if split is not None:
+        chosen = [f for f in found if f.split == split]
+        if chosen:
+            return chosen[0].format, chosen[0].source
+        if yaml_file is not None:
+            return "yolo", yaml_file
+        have = _splits(path, found) if found else (
+            "one split: annotations.json" if (path / "annotations.json").is_file() else "none")
+        raise ValueError(f"split {split!r}: {path} has no such split (splits: {have})")
+    if (path / "annotations.json").is_file():
+        return "coco", path / "annotations.json"
+    if yaml_file is not None:
+        return "yolo", yaml_file
+    if len(found) == 1:
+        return found[0].format, found[0].source
+    if found:
+        raise SeveralDatasets(path, found)
+    if path.name != "labels" and "images" in path.parts:
+        return "yolo", path
     raise ValueError(
         f"{path}: cannot tell the dataset format: expected a COCO json (or a folder with annotations.json, "
         "or annotations/instances_<split>.json), a YOLO data YAML (or images/<split> and labels/<split> folders), "
@@ -99,16 +160,21 @@ _DECODE = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 
 
 def read_image(path: Path) -> np.ndarray:
-    """An RGB image (uint8[H, W, 3]); OSError if the file is corrupt or truncated.
+    """An RGB image (uint8[H, W, 3]); OSError if the file is empty, corrupt or truncated.
 
     OpenCV decodes (faster than PIL here); it would fill a truncated JPEG with grey rows
     and only warn, so a JPEG must end with its end-of-image marker (allowing trailing
     padding).
     """
     data = np.fromfile(path, dtype=np.uint8)
+    if data.size == 0:  # cv2.imdecode raises cv2.error on an empty buffer
+        raise OSError(f"{path}: empty file (0 bytes)")
     if data[:2].tobytes() == _JPEG_START and _JPEG_END not in data[-64:].tobytes():
         raise OSError(f"{path}: truncated JPEG (no end-of-image marker)")
-    image = cv2.imdecode(data, _DECODE)
+    try:
+        image = cv2.imdecode(data, _DECODE)
+    except cv2.error as error:  # a decoder that gives up by raising rather than returning None
+        raise OSError(f"{path}: not a readable image ({str(error).strip().splitlines()[-1]})") from None
     if image is None:
         raise OSError(f"{path}: not a readable image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -64,8 +64,8 @@ class Category:
 class DataIssues:
     """Counts what a reader skipped or repaired, keeping the first few examples of each kind.
 
-    Kinds (docs/data.md): "missing image", "unreadable image", "empty box",
-    "non-finite box", "box clipped to image", "box outside image".
+    Kinds (docs/data.md): "missing image", "unreadable image", "size differs from annotation",
+    "empty box", "non-finite box", "box clipped to image", "box outside image".
     """
 
     EXAMPLES = 5  # examples kept per kind: enough to find the problem, short enough to read
@@ -125,10 +125,35 @@ def resolve_under(root: Path, relative: str, where: str) -> Path:
     Symbolic links inside the root are followed when the file is opened: placing them is the
     dataset owner's choice (``detkit data convert --images link`` makes them), while a name
     in an annotation file is not to be trusted."""
+    if Path(relative).is_absolute():
+        raise ValueError(f"{where}: image path {relative!r} is absolute: image paths are relative to the "
+                         f"dataset's image root ({root}), and none may lead out of it")
     path = Path(os.path.normpath(root / relative))
-    if Path(relative).is_absolute() or not path.is_relative_to(os.path.normpath(root)):
+    if not path.is_relative_to(os.path.normpath(root)):
         raise ValueError(f"{where}: image path {relative!r} escapes the dataset root {root}")
     return path
+
+
+def real_size(path: Path, width: int, height: int, where: str, issues: DataIssues) -> tuple[int, int]:
+    """The image's (width, height) as stored, read from its header (PIL reads no pixels), and
+    counted in ``issues`` when the annotations say another size (or none).
+
+    Boxes are clipped to the image: with a wrong annotated size, valid boxes would be
+    dropped as "outside the image" without a word. The size on disk is the one the boxes'
+    pixels live in, so it is used; the mismatch is reported with both sizes. A file whose
+    header cannot be read keeps the annotated size (decoding it will fail and be counted).
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            stored = image.size
+    except (OSError, SyntaxError, ValueError):
+        return width, height
+    if (width, height) != stored:
+        annotated = f"{width}x{height}" if width and height else "no size"
+        issues.add("size differs from annotation", f"{where}: annotated {annotated}, file {stored[0]}x{stored[1]}")
+    return stored
 
 
 def clean_boxes(

@@ -435,9 +435,20 @@ def _write_image(job: tuple[Path, int, int, int, bool]) -> list[dict[str, Any]]:
     images_dir, index, seed, size, crowded = job
     image, annotations = _render(index, seed, size, crowded)
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    if not cv2.imwrite(str(images_dir / _file_name(index)), bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
-        raise OSError(f"generate: could not write {images_dir / _file_name(index)}")
+    ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise OSError(f"generate: could not encode {images_dir / _file_name(index)}")
+    _write_atomic(images_dir / _file_name(index), encoded.tobytes())
     return annotations
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write beside ``path`` under a name of this process's own, then rename into place: a
+    reader never sees half a file, and processes generating the same dataset at once (every
+    torchrun process of a run, two runs sharing data/shapes) never trip over each other."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
 
 
 def _single_threaded_worker() -> None:
@@ -565,7 +576,5 @@ def generate(
     }
     # written last and renamed into place: an interrupted run leaves no annotations.json
     # that a later call could mistake for a finished dataset
-    partial = out / "annotations.json.partial"
-    partial.write_text(json.dumps(coco, separators=(",", ":")))
-    os.replace(partial, path)
+    _write_atomic(path, json.dumps(coco, separators=(",", ":")).encode())
     return path

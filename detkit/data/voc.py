@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from detkit.data.records import Category, DataIssues, DatasetIndex, ImageRecord, clean_boxes, place_image, resolve_under
+from detkit.data.records import (Category, DataIssues, DatasetIndex, ImageRecord, clean_boxes, place_image,
+                                  real_size, resolve_under)
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
@@ -101,6 +102,7 @@ def load_voc(root: str | Path, split: str | None = None) -> DatasetIndex:
         for name, _, _ in objects:
             if name not in label_of:
                 raise ValueError(f"{ann_dir / stem}.xml: unknown class {name!r} (categories.txt lists {len(label_of)})")
+        width, height = real_size(path, width, height, f"{stem}.xml {path}", issues)
         boxes = np.array([o[1] for o in objects], dtype=np.float64).reshape(-1, 4)
         ann_ids = np.arange(next_ann, next_ann + len(objects), dtype=np.int64)
         next_ann += len(objects)

@@ -129,10 +129,17 @@ def _read_labels(path: Path, n_classes: int, width: int, height: int) -> tuple[n
             raise ValueError(f"{where}: expected 5 columns (class cx cy w h) or a class and polygon points, "
                              f"got {len(fields)}")
         try:
-            cls = int(fields[0])
+            cls = float(fields[0])  # "23.0" is class 23, as Ultralytics reads it
+        except ValueError:
+            raise ValueError(f"{where}: the class (first column) must be a whole number, got {fields[0]!r}") from None
+        if not cls.is_integer():
+            raise ValueError(f"{where}: the class (first column) must be a whole number, got {fields[0]!r}")
+        cls = int(cls)
+        try:
             values = [float(v) for v in fields[1:]]
         except ValueError:
-            raise ValueError(f"{where}: expected numbers, got {line.strip()!r}") from None
+            bad = next(v for v in fields[1:] if not _is_number(v))
+            raise ValueError(f"{where}: coordinates must be numbers, got {bad!r} in {line.strip()!r}") from None
         if not 0 <= cls < n_classes:
             raise ValueError(f"{where}: class {cls} is out of range: there are {n_classes} classes (0..{n_classes - 1})")
         if len(values) == 4:
@@ -145,6 +152,14 @@ def _read_labels(path: Path, n_classes: int, width: int, height: int) -> tuple[n
         labels.append(cls)
     boxes = np.array(boxes, dtype=np.float64).reshape(-1, 4) * np.array([width, height, width, height], dtype=np.float64)
     return boxes, np.array(labels, dtype=np.int64)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def write_yolo(index: DatasetIndex, out: str | Path, split: str = "train", *, images: str = "copy") -> Path:

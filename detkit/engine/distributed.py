@@ -44,6 +44,14 @@ def init(device: str) -> World:
     return world
 
 
+def current() -> World:
+    """The world this process is in now: the process group it joined (``init``), or a world
+    of one. Unlike ``init``, never joins."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return World()
+    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
 def gather(obj, world: World) -> list:
     """Every process's ``obj``, in rank order (on every process)."""
     if world.size == 1:

@@ -9,6 +9,7 @@ from tqdm import tqdm
 from detkit.data import boxes_to_original, collate
 from detkit.data.collate import _Indexed
 from detkit.engine.distributed import World, gather
+from detkit.engine.loop_data import ignore_interrupts
 from detkit.evaluation import CocoEvaluation, detections_to_results, evaluate
 
 
@@ -22,7 +23,8 @@ def predict(model, dataset, *, device, world: World = World(), batch_size: int =
     indices = list(range(world.rank, len(dataset), world.size))
     batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
     loader = DataLoader(_Indexed(dataset), batch_sampler=batches, num_workers=workers, collate_fn=collate,
-                        generator=torch.Generator().manual_seed(0))  # leaves torch's global generator alone
+                        generator=torch.Generator().manual_seed(0),  # leaves torch's global generator alone
+                        worker_init_fn=ignore_interrupts if workers else None)
     out, skipped = [], []
     for batch in tqdm(loader, desc="evaluating", unit="batch", disable=not (progress and world.main), leave=False):
         skipped += batch.skipped

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -54,26 +56,59 @@ def image_files(source: str | Path) -> list[Path]:
     return files
 
 
+def mirrored(sources, out: Path) -> list[tuple[Path, Path]]:
+    """(image, where its drawing goes) for every image of ``sources`` (files or folders): the
+    image's path relative to the folder the sources share, under ``out``, so ``a/x.jpg`` and
+    ``b/x.jpg`` stay two pictures. Images already under ``out`` (drawings of an earlier run)
+    are left out; an image given twice is drawn once."""
+    out = Path(os.path.abspath(out))
+    found: dict[Path, tuple[Path, Path]] = {}  # absolute path -> (the path as given, its source's folder)
+    for source in sources:
+        base = Path(os.path.abspath(source))
+        base = base if base.is_dir() else base.parent
+        for image in image_files(source):
+            absolute = Path(os.path.abspath(image))
+            if not absolute.is_relative_to(out):
+                found.setdefault(absolute, (image, base))
+    if not found:
+        raise ValueError(f"no images to predict on in {', '.join(map(str, sources))} (outside --out {out})")
+    root = Path(os.path.commonpath([str(base) for _, base in found.values()]))
+    return [(image, out / absolute.relative_to(root)) for absolute, (image, _) in found.items()]
+
+
+@dataclass
+class Predictions:
+    """What ``predict_images`` wrote: ``json`` (every detection), the drawn ``pictures``, and the
+    images it could not read (path, reason)."""
+
+    json: Path
+    pictures: list[Path]
+    skipped: list[tuple[Path, str]]
+
+
 @torch.no_grad()
 def predict_images(model, sources, out: Path, *, eval_transforms: Mapping | None = None, score_threshold: float = 0.3,
-                   device: str = "cpu", category_ids: list[int] | None = None, progress: bool = True) -> Path:
+                   device: str = "cpu", category_ids: list[int] | None = None, progress: bool = True) -> Predictions:
     """Detect on every image of ``sources`` (files or folders), draw the detections above
-    ``score_threshold`` into ``out``, and write every detection to ``out/predictions.json``
-    (COCO results, with each image's file name; image ids 1, 2, ... in file order)."""
+    ``score_threshold`` into ``out`` (mirroring the images' relative paths, see ``mirrored``),
+    and write every detection to ``out/predictions.json`` (COCO results, with each image's
+    file name; image ids 1, 2, ... in file order). An image that cannot be read is skipped
+    and listed in the result; the others are predicted and written all the same."""
     from tqdm import tqdm
 
     from detkit.visualize import draw_boxes, save_image
 
-    files = [f for s in sources for f in image_files(s)]
+    jobs = mirrored(sources, out)
     transforms = build_transforms(eval_transforms or {}, train=False, where="data.eval_transforms")
     out.mkdir(parents=True, exist_ok=True)
-    results, names = [], list(model.class_names)
+    results, names, pictures, skipped = [], list(model.class_names), [], []
     ids = category_ids or list(range(1, len(names) + 1))
-    for image_id, path in enumerate(tqdm(files, desc="predicting", unit="image", disable=not progress), start=1):
+    bar = tqdm(jobs, desc="predicting", unit="image", disable=not progress)
+    for image_id, (path, picture) in enumerate(bar, start=1):
         try:
             image = read_image(path)
         except OSError as error:
-            print(f"skipped {path}: {error}")
+            skipped.append((path, str(error).removeprefix(f"{path}: ")))
             continue
         resized, _, _, _, affine = transforms(image, torch.zeros(0, 4).numpy(), [], [])
         tensor = torch.from_numpy(resized.copy()).permute(2, 0, 1).to(device)
@@ -85,7 +120,9 @@ def predict_images(model, sources, out: Path, *, eval_transforms: Mapping | None
         shown = det["scores"] >= score_threshold
         drawn = draw_boxes(image, boxes[shown].numpy(), det["labels"][shown].tolist(), names,
                            det["scores"][shown].tolist())
-        save_image(drawn, out / f"{path.stem}.jpg")
+        picture.parent.mkdir(parents=True, exist_ok=True)
+        save_image(drawn, picture)
+        pictures.append(picture)
     json_path = out / "predictions.json"
     json_path.write_text(json.dumps(results))
-    return json_path
+    return Predictions(json_path, pictures, skipped)

@@ -8,6 +8,7 @@ at batch k of epoch e sees exactly the batches an uninterrupted run would.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -18,7 +19,7 @@ from torch.utils.data import DataLoader, Sampler
 from detkit.data import DetectionDataset, build_transforms, collate, open_dataset
 from detkit.data.collate import _Indexed
 from detkit.data.records import DatasetIndex
-from detkit.engine.distributed import World
+from detkit.engine.distributed import World, barrier
 
 
 def resolve_datasets(config: Mapping) -> tuple[DatasetIndex, DatasetIndex | None]:
@@ -46,6 +47,17 @@ def resolve_datasets(config: Mapping) -> tuple[DatasetIndex, DatasetIndex | None
     if val is not None and val.class_names != train.class_names:
         raise ValueError(f"data.val has classes {val.class_names[:5]}... but data.train {train.class_names[:5]}...")
     return train, val
+
+
+def resolve_datasets_once(config: Mapping, world: World) -> tuple[DatasetIndex, DatasetIndex | None]:
+    """``resolve_datasets`` in every process of ``world``, the main one first: a synthetic
+    dataset is generated once, by it, while the others wait at a barrier and then read it."""
+    if world.main:
+        indices = resolve_datasets(config)
+    barrier(world)
+    if not world.main:
+        indices = resolve_datasets(config)
+    return indices
 
 
 def _open(entry, where: str) -> DatasetIndex:
@@ -141,4 +153,10 @@ def loader(dataset, sampler: Sampler, workers: int, seed: int = 0) -> DataLoader
     from torch's global generator, so the model's random draws do not depend on when an epoch
     (or a resumed run) started."""
     return DataLoader(_Indexed(dataset), batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-                      generator=torch.Generator().manual_seed(seed))
+                      generator=torch.Generator().manual_seed(seed), worker_init_fn=ignore_interrupts if workers else None)
+
+
+def ignore_interrupts(worker_id: int) -> None:
+    """Loader processes leave Ctrl-C to the training process, which finishes its step and saves
+    (a worker that died of the SIGINT sent to the whole terminal would fail that step)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

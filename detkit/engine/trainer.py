@@ -11,7 +11,10 @@ guarantees:
   AMP scaler, EMA, random generators, and the data order of the epoch (derived from the seed
   and the epoch, see ``loop_data.py``);
 * a non-finite loss stops the run with the iteration named, before anything is saved from it;
-* an unreadable image costs one sample and is reported at the end of the epoch.
+* an unreadable image costs one sample and is reported at the end of the epoch;
+* Ctrl-C or SIGTERM stops the run after the step in progress with a resumable ``last.pth``
+  (``Interrupted``), and the time limit stops every torchrun process after the same step
+  (``stopping.py``); partial checkpoint files left by a kill are removed when the run starts.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -28,11 +30,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from detkit.checkpoints import load_weights, save_atomic
-from detkit.config import save_config, unknown_key
+from detkit.checkpoints import load_weights, remove_stale_temporaries, save_atomic
+from detkit.config import OPTIMIZERS, SCHEDULES, check_options, save_config, unknown_choice
 from detkit.engine.distributed import World, barrier, init, shutdown, sync_buffers
 from detkit.engine.evaluate import evaluate_model
-from detkit.engine.loop_data import EpochBatches, loader, make_datasets, resolve_datasets
+from detkit.engine.loop_data import EpochBatches, loader, make_datasets, resolve_datasets_once
+from detkit.engine.stopping import Budget, Interrupted
 from detkit.models import build_model
 
 
@@ -58,6 +61,7 @@ class RunResult:
     best: Path | None
     state: RunState
     evaluation: Any = None  # the last CocoEvaluation
+    main: bool = True  # this process is the one that prints and writes (rank 0 under torchrun)
 
 
 # ------------------------------------------------------------------------------ setup
@@ -86,31 +90,26 @@ def complete_model_config(config: Mapping, class_names: list[str]) -> dict:
 
 
 def build_optimizer(config: Mapping, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD or AdamW over the trainable parameters; options as in ``detkit.config.OPTIMIZERS``."""
     options = dict(config)
     kind = options.pop("type", "sgd")
+    if kind not in OPTIMIZERS:
+        raise unknown_choice(kind, OPTIMIZERS, "train.optimizer.type")
+    options = check_options(options, OPTIMIZERS[kind], "train.optimizer", f"option of {kind}")
     params = [p for p in model.parameters() if p.requires_grad]
-    known = {"sgd": ("lr", "momentum", "weight_decay", "nesterov"), "adamw": ("lr", "betas", "weight_decay", "eps")}
-    if kind not in known:
-        raise ValueError(f"train.optimizer.type must be sgd or adamw, got {kind!r}")
-    for key in options:
-        if key not in known[kind]:
-            raise unknown_key(key, known[kind], "train.optimizer", f"option of {kind}")
     if kind == "sgd":
         return torch.optim.SGD(params, **options)
     return torch.optim.AdamW(params, **options)
 
 
 def build_schedule(config: Mapping, optimizer, steps_per_epoch: int, epochs: int):
-    """A per-step LambdaLR: linear warmup, then step decay at epoch milestones or cosine to 0."""
+    """A per-step LambdaLR: linear warmup, then step decay at epoch milestones or cosine to 0;
+    options as in ``detkit.config.SCHEDULES``."""
     options = dict(config)
     kind = options.pop("type", "step")
-    known = {"step": ("milestones", "gamma", "warmup_iters", "warmup_factor"),
-             "cosine": ("warmup_iters", "warmup_factor", "min_factor")}
-    if kind not in known:
-        raise ValueError(f"train.schedule.type must be step or cosine, got {kind!r}")
-    for key in options:
-        if key not in known[kind]:
-            raise unknown_key(key, known[kind], "train.schedule", f"option of {kind}")
+    if kind not in SCHEDULES:
+        raise unknown_choice(kind, SCHEDULES, "train.schedule.type")
+    options = check_options(options, SCHEDULES[kind], "train.schedule", f"option of {kind}")
     warmup, factor = int(options.get("warmup_iters", 0)), float(options.get("warmup_factor", 0.001))
     total = max(1, steps_per_epoch * epochs)
     milestones = [m * steps_per_epoch for m in options.get("milestones", [])]
@@ -243,15 +242,14 @@ def train(config: Mapping, *, resume: bool = False, progress: bool = True) -> Ru
     np.random.seed(cfg["seed"] + world.rank)
     random.seed(cfg["seed"] + world.rank)
 
-    if world.main:  # the main process generates a synthetic dataset once, the others wait
-        train_index, val_index = resolve_datasets(config)
-    barrier(world)
-    if not world.main:
-        train_index, val_index = resolve_datasets(config)
+    train_index, val_index = resolve_datasets_once(config, world)
     model_config = complete_model_config(config, train_index.class_names)
     resolved = {**config, "model": model_config, "train": {**cfg, "out": str(out)}}
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
+        stale = remove_stale_temporaries(out)
+        if stale:
+            print(f"removed {len(stale)} partial checkpoint files left in {out} by a run killed while saving")
         save_config(resolved, out / "config.yaml")
     train_set, val_set = make_datasets(resolved, train_index, val_index)
 
@@ -291,10 +289,13 @@ def train(config: Mapping, *, resume: bool = False, progress: bool = True) -> Ru
         set_rng_state(saved["rng"][world.rank] if isinstance(saved["rng"], list) else saved["rng"])
     net = model
     if world.size > 1:
+        # every detkit model uses all its trainable parameters in every step (tests/engine/test_ddp.py),
+        # so DDP need not search the graph for unused ones after each backward
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[world.local_rank] if device_type == "cuda" else None, find_unused_parameters=True)
+            model, device_ids=[world.local_rank] if device_type == "cuda" else None,
+            find_unused_parameters=cfg["find_unused_parameters"])
     log = MetricsLog(out, world.main)
-    started = time.monotonic()
+    budget = Budget(world, max_iters=cfg["max_iters"], time_limit_min=cfg["time_limit_min"], device=device)
     total_steps = cfg["max_iters"] or steps_per_epoch * cfg["epochs"]
 
     def save_last() -> None:
@@ -308,13 +309,10 @@ def train(config: Mapping, *, resume: bool = False, progress: bool = True) -> Ru
                          "config": json.loads(json.dumps(resolved))}, last)
 
     def out_of_budget() -> bool:
-        over_time = cfg["time_limit_min"] and time.monotonic() - started > 60 * cfg["time_limit_min"]
-        return bool(over_time) or (cfg["max_iters"] is not None and state.iteration >= cfg["max_iters"])
+        return budget.stop(state.iteration)
 
-    evaluation = None
-    bar = tqdm(total=total_steps, initial=state.iteration, desc="training", unit="step", dynamic_ncols=True,
-               disable=not (progress and world.main))
-    try:
+    def _epochs():
+        evaluation = None
         while state.epoch < cfg["epochs"] and not out_of_budget():
             train_set.epoch = state.epoch
             batches = EpochBatches(train_set, data["batch_size"], seed=cfg["seed"], epoch=state.epoch, shuffle=True,
@@ -332,8 +330,11 @@ def train(config: Mapping, *, resume: bool = False, progress: bool = True) -> Ru
             finished_epoch = state.batch >= len(batches) + batches.start
             if finished_epoch:
                 state.epoch, state.batch = state.epoch + 1, 0
-            at_end = state.epoch >= cfg["epochs"] or out_of_budget()
             sync_buffers(model, world)  # one model everywhere before evaluating and saving
+            if budget.interrupted:  # Ctrl-C or SIGTERM: save where the run is, evaluate nothing
+                save_last()
+                raise Interrupted(f"interrupted after step {state.iteration}: {last} holds it; continue with --resume")
+            at_end = state.epoch >= cfg["epochs"] or out_of_budget()
             if val_set is not None and (at_end or (finished_epoch and state.epoch % cfg["eval_every"] == 0)):
                 evaluation, _ = evaluate_model(ema.module if ema else model, val_set, device=device, world=world,
                                                batch_size=data["batch_size"], workers=data["workers"])
@@ -351,8 +352,25 @@ def train(config: Mapping, *, resume: bool = False, progress: bool = True) -> Ru
                         save_atomic({"model": weights, "state": vars(state).copy(),
                                      "config": json.loads(json.dumps(resolved))}, best)
             save_last()
+        return evaluation
+
+    bar = tqdm(total=total_steps, initial=state.iteration, desc="training", unit="step", dynamic_ncols=True,
+               disable=not (progress and world.main))
+    try:
+        with budget:
+            evaluation = _epochs()
+    except RuntimeError as error:
+        if "find_unused_parameters" in str(error) and not cfg["find_unused_parameters"]:
+            raise ValueError("this model has trainable parameters that a training step does not use, which DDP "
+                             "(torchrun) must be told: set train.find_unused_parameters: true") from None
+        raise
     finally:
         bar.close()
         barrier(world)
         shutdown(world)
-    return RunResult(out, last, best if best.is_file() else None, state, evaluation)
+    if budget.over_time and world.main:
+        print(f"stopped by train.time_limit_min ({cfg['time_limit_min']:g} min) at step {state.iteration} "
+              f"of {steps_per_epoch * cfg['epochs']}")
+    return RunResult(out, last, best if best.is_file() else None, state, evaluation, main=world.main)
+
+

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 from torchvision.ops import MultiScaleRoIAlign
 
-from detkit.config import unknown_choice, unknown_key
+from detkit.config import Number, check_typed, unknown_choice, unknown_key
 from detkit.models.anchors import AnchorGenerator, DefaultBoxes, octave_sizes
 from detkit.models.backbones.base import ShapeSpec
 from detkit.models.backbones.resnet import ResNet
@@ -57,10 +57,27 @@ def _call(factory, arguments: Mapping[str, Any], where: str, **fixed):
     for key in arguments:
         if key not in known or key in fixed:
             raise unknown_key(key, [k for k in known if k not in fixed and k != "self"], where)
+    arguments = {key: _checked(value, known[key], f"{where}.{key}") for key, value in arguments.items()}
     try:
         return factory(**fixed, **arguments)
     except TypeError as error:
         raise ValueError(f"{where}: {error}") from None
+
+
+_SCALARS = {"int": Number(integer=True), "float": Number(), "bool": bool}
+
+
+def _checked(value: Any, parameter: inspect.Parameter, where: str) -> Any:
+    """A value for an argument annotated plainly ``int``, ``float`` or ``bool`` (optionally
+    ``| None``) must be one: ``score_threshold: "high"`` is an error naming the key, not a
+    TypeError deep inside a forward pass."""
+    annotation = parameter.annotation if isinstance(parameter.annotation, str) else \
+        getattr(parameter.annotation, "__name__", "")
+    optional = annotation.endswith(" | None")
+    kind = _SCALARS.get(annotation.removesuffix(" | None"))
+    if kind is None or (value is None and (optional or parameter.default is None)):
+        return value
+    return check_typed(value, kind, where)
 
 
 def _efficientnet():

@@ -119,7 +119,7 @@ def test_predict_on_images_of_mixed_sizes(trained, tmp_path, shapes):
                     "--score-threshold", "0.0")
     assert result.exit_code == 0, result.output
     for name, size in sizes.items():
-        assert cv2.imread(str(tmp_path / "pred" / (Path(name).stem + ".jpg"))).shape[:2] == size
+        assert cv2.imread(str(tmp_path / "pred" / name)).shape[:2] == size  # the input's name, suffix kept
     predictions = json.loads((tmp_path / "pred" / "predictions.json").read_text())
     assert {Path(p["file_name"]).name for p in predictions} == set(sizes)
     reach = {name: [0.0, 0.0] for name in sizes}  # the furthest right and lowest box edge per image
