@@ -155,3 +155,77 @@ def test_a_bad_sample_does_not_stop_training_iteration(tmp_path):
     batches = list(loader)
     assert [len(b) for b in batches] == [1, 0] and batches[1].skipped == [1]
     assert torch.equal(batches[0].targets[0]["boxes"], torch.tensor([[1.0, 1, 11, 11]]))
+
+
+def test_an_empty_image_file_is_skipped_like_a_corrupt_one(tmp_path):
+    from detkit.data import read_image
+
+    path = coco_dataset(tmp_path, [ann(1, [1, 1, 10, 10]), ann(2, [3, 3, 10, 10], image_id=2)])
+    (tmp_path / "images" / "1.jpg").write_bytes(b"")  # cv2.imdecode raises cv2.error on an empty buffer
+    with pytest.raises(OSError, match=r"1.jpg: empty file \(0 bytes\)"):
+        read_image(tmp_path / "images" / "1.jpg")
+    index = open_dataset(path)
+    assert len(index.records) == 2  # the header is unreadable: the annotated size stays, decoding skips it
+    batch = next(iter(make_loader(DetectionDataset(index), batch_size=2, shuffle=False)))
+    assert len(batch) == 1 and batch.skipped == [0]
+
+
+def test_a_wrong_annotated_size_is_reported_and_the_real_one_used(tmp_path):
+    # the images are 64x48; the json says 32x24, so the box at x 40..60 would be dropped as "outside"
+    images = [{"id": 1, "file_name": "1.jpg", "width": 32, "height": 24},
+              {"id": 2, "file_name": "2.jpg", "width": 64, "height": 48}]
+    index = open_dataset(coco_dataset(tmp_path, [ann(1, [40, 30, 20, 10]), ann(2, [1, 1, 5, 5], image_id=2)],
+                                      images=images))
+    first = index.records[0]
+    assert (first.width, first.height) == (64, 48) and first.boxes.tolist() == [[40, 30, 60, 40]]
+    assert dict(index.issues.counts) == {"size differs from annotation": 1}
+    assert "image 1" in index.issues.summary() and "annotated 32x24, file 64x48" in index.issues.summary()
+
+
+def test_an_absolute_file_name_says_what_to_do(tmp_path):
+    write_image(tmp_path / "photos" / "a.jpg")
+    images = [{"id": 1, "file_name": str(tmp_path / "photos" / "a.jpg"), "width": 64, "height": 48}]
+    path = coco_dataset(tmp_path, [], images=images)
+    with pytest.raises(ValueError) as error:
+        open_dataset(path)
+    message = str(error.value)
+    assert "absolute file_name" in message and f"pass that folder as image_root (here, {tmp_path / 'photos'})" in message
+    # never a root that does not exist
+    assert "images/annotations" not in message and "escapes the dataset root" not in message
+    with pytest.raises(ValueError, match=r"image 1: image path '.*a.jpg' is absolute: image paths are relative"):
+        open_dataset(path, image_root=tmp_path / "photos")
+
+
+def test_a_folder_of_several_splits_names_them(tmp_path):
+    from tests.conftest import shared_path
+
+    coco128 = shared_path("coco128")
+    with pytest.raises(ValueError) as error:
+        open_dataset(coco128)
+    message = str(error.value)
+    assert "choose one with --split" in message and "cannot tell the dataset format" not in message
+    assert "train2017 (COCO json annotations/instances_train2017.json; YOLO labels images/train2017)" in message
+    assert "val2017 (YOLO labels images/val2017)" in message
+    with pytest.raises(ValueError, match=r"split 'nosuch': .*coco128 has no such split \(splits: train2017"):
+        open_dataset(coco128, split="nosuch")
+    with pytest.raises(ValueError, match=r"split 'val': .*instances_train2017.json is a COCO json, which is one split"):
+        open_dataset(coco128 / "annotations" / "instances_train2017.json", split="val")
+    assert open_dataset(coco128, split="train2017").format == "coco"
+
+
+def test_a_split_a_coco_folder_does_not_have_is_an_error(tmp_path):
+    path = coco_dataset(tmp_path, [ann(1, [1, 1, 10, 10])])
+    with pytest.raises(ValueError, match=r"split 'val': .* has no such split \(splits: one split: annotations.json\)"):
+        open_dataset(path.parent, split="val")
+
+
+def test_yolo_class_written_as_a_float(tmp_path):
+    # Ultralytics reads the class column as a float and takes int(): "23.0" is class 23
+    path = yolo_dataset(tmp_path, ["1.0 0.5 0.5 0.2 0.2"])
+    assert open_dataset(path).records[0].labels.tolist() == [1]
+    (tmp_path / "labels" / "train" / "x.txt").write_text("1.5 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(ValueError, match=r"x.txt:1: the class \(first column\) must be a whole number, got '1.5'"):
+        open_dataset(path)
+    (tmp_path / "labels" / "train" / "x.txt").write_text("1 0.5 half 0.2 0.2\n")
+    with pytest.raises(ValueError, match=r"x.txt:1: coordinates must be numbers, got 'half'"):
+        open_dataset(path)

@@ -127,3 +127,46 @@ def test_images_without_annotations_are_negatives(tmp_path, synthetic):
     path.write_text(json.dumps(data))
     index = open_dataset(path, image_root=synthetic.root)
     assert len(index.records) == 12 and len(index.records[0].boxes) == 0
+
+
+def test_coco_to_coco_keeps_every_field(tmp_path, coco128_train):
+    source = coco128_train.coco
+    written = json.loads(convert(coco128_train, "coco", tmp_path / "copy", images="link").read_text())
+    assert written["info"] == source["info"] and written["licenses"] == source["licenses"]
+    assert written["categories"] == sorted(source["categories"], key=lambda c: c["id"])
+    images = {image["id"]: image for image in source["images"]}
+    assert all(image == images[image["id"]] for image in written["images"])  # coco_url, license, ...
+    annotations = {a["id"]: a for a in source["annotations"]}
+    assert len(written["annotations"]) == len(annotations)
+    for a in written["annotations"]:
+        original = annotations[a["id"]]
+        assert a["segmentation"] == original["segmentation"] and a["area"] == original["area"]
+        assert a["bbox"] == pytest.approx(original["bbox"], abs=1.0)  # sub-pixel overhangs clipped on reading
+
+
+def test_convert_refuses_to_overwrite_its_source(tmp_path, coco128_train):
+    from click.testing import CliRunner
+
+    from detkit.cli import main
+
+    folder = tmp_path / "ds"
+    convert(coco128_train, "coco", folder, images="link")
+    before = (folder / "annotations.json").read_bytes()
+    result = CliRunner().invoke(main, ["data", "convert", str(folder), "--to", "coco", "--out", str(folder)])
+    assert result.exit_code == 2 and "would overwrite the source's own annotations" in result.output
+    assert "--force" in result.output and (folder / "annotations.json").read_bytes() == before
+    yolo = convert(coco128_train, "yolo", tmp_path / "y", split="train2017", images="link")
+    labels = sorted((tmp_path / "y" / "labels" / "train2017").glob("*.txt"))
+    result = CliRunner().invoke(main, ["data", "convert", str(yolo), "--split", "train2017", "--to", "yolo",
+                                       "--out", str(tmp_path / "y")])
+    assert result.exit_code == 2 and "would overwrite the source's own annotations" in result.output
+    assert sorted((tmp_path / "y" / "labels" / "train2017").glob("*.txt")) == labels
+    # another split in the same YOLO folder is not the source's annotations: it may be written there
+    other = CliRunner().invoke(main, ["data", "convert", str(folder), "--to", "yolo", "--out", str(tmp_path / "y"),
+                                      "--images", "link"])
+    assert other.exit_code == 0, other.output
+    assert sorted((tmp_path / "y" / "labels" / "train2017").glob("*.txt")) == labels
+    forced = CliRunner().invoke(main, ["data", "convert", str(folder), "--to", "coco", "--out", str(folder),
+                                       "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert json.loads((folder / "annotations.json").read_text()) == json.loads(before)  # nothing lost

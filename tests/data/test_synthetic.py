@@ -186,3 +186,45 @@ def test_an_existing_dataset_is_reused_or_refused_never_overwritten(tmp_path):
     (other / "annotations.json").write_text('{"images": []}')
     with pytest.raises(ValueError, match="already exists"):
         generate(other, 2)
+
+
+def _generate_in_step(out, barrier, errors):
+    """generate() whose final rename of annotations.json waits until the other process is there
+    too: both have written their files, and rename one after the other (what torchrun's two
+    processes did when both generated the compare study's data at once)."""
+    import detkit.data.synthetic as synthetic
+
+    real_replace = synthetic.os.replace
+
+    def replace(source, target):
+        if Path(target).name == "annotations.json":
+            barrier.wait(timeout=60)
+        real_replace(source, target)
+
+    synthetic.os.replace = replace
+    try:
+        synthetic.generate(out, 4, seed=5, size=64)
+    except Exception as error:  # noqa: BLE001 (reported to the test)
+        errors.put(f"{type(error).__name__}: {error}")
+
+
+def test_processes_generating_one_dataset_at_once_both_succeed(tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    barrier, errors = context.Barrier(2), context.Queue()
+    workers = [context.Process(target=_generate_in_step, args=(tmp_path / "shared", barrier, errors))
+               for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    failures = [errors.get() for _ in range(errors.qsize())] if not errors.empty() else []
+    assert failures == [] and all(worker.exitcode == 0 for worker in workers)
+    alone = generate(tmp_path / "alone", 4, seed=5, size=64)
+    shared = tmp_path / "shared"
+    assert (shared / "annotations.json").read_bytes() == alone.read_bytes()
+    assert sorted(p.name for p in shared.rglob("*") if p.is_file()) == sorted(
+        p.name for p in alone.parent.rglob("*") if p.is_file())  # no partial files left behind
+    for image in (alone.parent / "images").iterdir():
+        assert (shared / "images" / image.name).read_bytes() == image.read_bytes()

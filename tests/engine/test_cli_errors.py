@@ -139,3 +139,131 @@ def test_help_reads_like_a_manual():
     for command in ("train", "eval", "predict", "quickstart", "data"):
         assert command in result.output
     assert "--resume" in invoke("train", "--help").output
+
+
+# ------------------------------------------------------------------ issue 14: what slipped through
+
+
+def test_an_impossible_run_is_refused_before_anything_starts(write_config, tmp_path):
+    for override in ("train.epochs=0", "train.epochs=-1", "train.max_iters=0", "train.time_limit_min=0"):
+        result = invoke("train", write_config(), "--set", override, "--out", tmp_path / "run")
+        assert result.exit_code == 2, (override, result.output)
+        key = override.split("=")[0]
+        assert f"{key} must be" in result.output and "Traceback" not in result.output
+        assert not (tmp_path / "run").exists()  # no run folder, and no checkpoint path printed
+    result = invoke("quickstart", "--minutes", 0, "--out", tmp_path / "q")
+    assert result.exit_code == 2 and "--minutes must be greater than 0" in result.output
+
+
+def test_numbers_in_scientific_notation_train(write_config, tmp_path):
+    result = invoke("train", write_config(), "--set", "train.optimizer.lr=1e-3", "--set", "train.epochs=1",
+                    "--set", "train.max_iters=1", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["optimizer"]["lr"] == 0.001
+    result = invoke("train", write_config(), "--set", "train.optimizer.lr=fast")
+    assert result.exit_code == 2 and "train.optimizer.lr must be a number, got 'fast'" in result.output
+
+
+def blank(path):
+    path.write_bytes(b"")
+    return path
+
+
+def test_a_zero_byte_image_is_skipped_by_train_predict_and_show(write_config, tmp_path, shapes, trained):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(shapes / "train", data)
+    empty = blank(sorted((data / "images").glob("*.jpg"))[0])
+    result = invoke("train", write_config(), "--set", f"data.train.path={data / 'annotations.json'}",
+                    "--set", "train.epochs=1", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert "1 unreadable images skipped" in result.output and empty.name in result.output
+    assert (tmp_path / "run" / "last.pth").is_file()
+
+    config, weights = trained
+    result = invoke("predict", config, data / "images", "--weights", weights, "--out", tmp_path / "pred",
+                    "--score-threshold", "0.0")
+    assert result.exit_code == 0, result.output
+    assert f"skipped {empty}: empty file (0 bytes)" in result.output and "1 unreadable images skipped" in result.output
+    predictions = json.loads((tmp_path / "pred" / "predictions.json").read_text())
+    assert {Path(p["file_name"]).name for p in predictions} == {p.name for p in (data / "images").glob("*.jpg")} - {
+        empty.name}
+    assert not (tmp_path / "pred" / empty.name).exists() and len(list((tmp_path / "pred").glob("*.jpg"))) == 5
+
+    result = invoke("data", "show", data, "--out", tmp_path / "show")
+    assert result.exit_code == 0, result.output
+    assert "empty file (0 bytes)" in result.output and "drew 5 images" in result.output and "skipped 1" in result.output
+
+
+def test_predict_mirrors_the_inputs_relative_paths(trained, tmp_path, shapes):
+    import shutil
+
+    config, weights = trained
+    source = sorted((shapes / "val" / "images").glob("*.jpg"))
+    for target in ("in/a/x.jpg", "in/b/x.jpg", "in/x.jpg"):
+        (tmp_path / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source[0], tmp_path / target)
+    result = invoke("predict", config, tmp_path / "in", "--weights", weights, "--out", tmp_path / "pred")
+    assert result.exit_code == 0, result.output
+    assert sorted(str(p.relative_to(tmp_path / "pred")) for p in (tmp_path / "pred").rglob("*.jpg")) == [
+        "a/x.jpg", "b/x.jpg", "x.jpg"]  # 3 images in, 3 pictures out
+    # two folders given: their shared parent is the root of the mirror
+    result = invoke("predict", config, tmp_path / "in" / "a", tmp_path / "in" / "b", "--weights", weights,
+                    "--out", tmp_path / "two")
+    assert sorted(str(p.relative_to(tmp_path / "two")) for p in (tmp_path / "two").rglob("*.jpg")) == [
+        "a/x.jpg", "b/x.jpg"]
+    # an --out inside the input folder: its drawings are not predicted on again
+    again = invoke("predict", config, tmp_path / "in", "--weights", weights, "--out", tmp_path / "in" / "pred")
+    assert again.exit_code == 0 and "on 3 images" in again.output
+
+
+def test_unwritable_outputs_and_bad_postprocess_yaml_are_one_line_errors(trained, write_config, tmp_path, shapes):
+    config, weights = trained
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    impossible = a_file / "sub"  # a folder under a regular file: refused even for root
+    cases = [
+        ("train", write_config(), "--out", impossible),
+        ("predict", config, shapes / "val" / "images", "--weights", weights, "--out", impossible),
+        ("eval", config, "--weights", weights, "--json", impossible / "m.json"),
+        ("eval", config, "--weights", weights, "--plots", impossible),
+        ("data", "show", shapes / "val", "--out", impossible),
+        ("data", "convert", shapes / "val", "--to", "yolo", "--out", impossible),
+        ("data", "stats", shapes / "val", "--json", impossible / "s.json"),
+        ("compare", "--budget", "smoke", "--out", impossible),
+        ("quickstart", "--out", impossible),
+    ]
+    for args in cases:
+        result = invoke(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert f"{impossible}: cannot write there" in result.output and "Traceback" not in result.output, args
+    for text, message in (("{type: soft_nms, sigma: [0.5}", "--postprocess:1:"), ("soft_nms", "must be a YAML mapping")):
+        result = invoke("eval", config, "--weights", weights, "--postprocess", text)
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
+
+
+def test_data_stats_of_a_folder_of_splits_shows_each(tmp_path):
+    from tests.conftest import shared_path
+
+    coco128 = shared_path("coco128")
+    result = invoke("data", "stats", coco128)
+    assert result.exit_code == 0, result.output
+    assert "holds several datasets; each is shown (choose one with --split)" in result.output
+    assert "instances_train2017.json (coco)" in result.output and "images: 128" in result.output
+    assert "val2017 (yolo): not shown" in result.output and "needs class names" in result.output
+    names = Path(__file__).resolve().parents[2] / "configs" / "coco80.names"
+    result = invoke("data", "stats", coco128, "--names", names)
+    assert result.output.count("images: 128") == 3  # COCO train, YOLO train, YOLO val
+    result = invoke("data", "stats", coco128, "--split", "nosuch")
+    assert result.exit_code == 2 and "split 'nosuch'" in result.output and "train2017" in result.output
+
+
+def test_bad_checkpoints_get_their_own_message(write_config, tmp_path):
+    empty, noise = tmp_path / "empty.pth", tmp_path / "noise.pth"
+    empty.write_bytes(b"")
+    noise.write_bytes(bytes(range(256)) * 8)
+    for path, message in ((empty, "is empty (0 bytes)"), (noise, "is not a torch checkpoint")):
+        result = invoke("eval", write_config(), "--weights", path)
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert "pickled code" not in result.output and "weights_only" not in result.output

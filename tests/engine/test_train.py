@@ -48,6 +48,18 @@ RUNNER = textwrap.dedent("""
         return out
 
     engine.save_atomic = save
+
+    # SIGNAL_AT_STEP: this process sends itself SIGNAL (INT or TERM) when step N is logged, that
+    # is in the middle of the training loop, as a Ctrl-C in the terminal would arrive
+    at_step, name = int(os.environ.get("SIGNAL_AT_STEP", 0)), os.environ.get("SIGNAL", "INT")
+    write = engine.MetricsLog.write
+
+    def write_then_signal(self, record, step):
+        write(self, record, step)
+        if "loss" in record and record["iteration"] == at_step:
+            os.kill(os.getpid(), getattr(signal, "SIG" + name))
+
+    engine.MetricsLog.write = write_then_signal
     from detkit.cli import main
     sys.exit(main(sys.argv[1:]))
 """)
@@ -106,6 +118,34 @@ def test_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path, write_
     saved = load_weights(tmp_path / "run" / "last.pth")  # loads: the half-written file never replaced it
     assert saved["state"]["iteration"] == 2
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+    # the half-written temporary stays until the run starts again, which removes it
+    assert len(list((tmp_path / "run").glob(".last.pth.*.tmp"))) == 1
+    resumed = run(["train", config, "--out", tmp_path / "run", "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "removed 1 partial checkpoint files" in resumed.stdout
+    assert not list((tmp_path / "run").glob(".*.tmp"))
+    assert load_weights(tmp_path / "run" / "last.pth")["state"]["iteration"] == 6
+
+
+@pytest.mark.parametrize("name", ["INT", "TERM"])
+def test_ctrl_c_or_sigterm_saves_the_step_and_resumes_exactly(tmp_path, write_config, name):
+    config = write_config()  # 3 steps per epoch, 2 epochs, checkpoints at epoch ends only
+    straight = run(["train", config, "--out", tmp_path / "straight"])
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    stopped = run(["train", config, "--out", tmp_path / "stopped"], env={"SIGNAL_AT_STEP": "5", "SIGNAL": name})
+    assert stopped.returncode == 1, stopped.stderr[-2000:]
+    assert "stopping after this step" in stopped.stderr and "Traceback" not in stopped.stderr
+    assert "interrupted after step 5" in stopped.stderr and "continue with --resume" in stopped.stderr
+    # the checkpoint holds step 5 (the last periodic one was step 3, at the end of epoch 1)
+    state = load_weights(tmp_path / "stopped" / "last.pth")["state"]
+    assert (state["iteration"], state["epoch"], state["batch"]) == (5, 1, 2)
+    assert [r["epoch"] for r in logged(tmp_path / "stopped") if "val/AP" in r] == [1]  # no evaluation at the stop
+    resumed = run(["train", config, "--out", tmp_path / "stopped", "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert steps(logged(tmp_path / "stopped")) == steps(logged(tmp_path / "straight"))
+    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "stopped")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, write_config):
@@ -147,6 +187,10 @@ def test_torchrun_two_processes_equal_a_single_process_evaluation(tmp_path, writ
          "-m", "detkit.cli", "train", str(config)],
         capture_output=True, text=True, env=environment, timeout=600)
     assert launched.returncode == 0, launched.stderr[-3000:]
+    # rank 0 alone prints the run folder and the COCO table (and the progress bar, on stderr)
+    assert launched.stdout.count("run folder:") == 1, launched.stdout
+    assert launched.stdout.count("Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all") == 1
+    assert launched.stderr.count("epoch 1/1") >= 1 and "find_unused_parameters" not in launched.stderr
     distributed = [r for r in logged(tmp_path / "ddp") if "val/AP" in r][-1]
     single = load_config(config)
     from detkit.engine import evaluate_model, load_model
