@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 
-
 _ZIP, _PICKLE = b"PK\x03\x04", b"\x80"  # torch.save's zip format (torch >= 1.6); the legacy pickle format
 
 
@@ -35,7 +34,7 @@ def load_weights(path: str | Path, what: str = "weights") -> Any:
         raise ValueError(f"{what}: {path} is empty (0 bytes): not a checkpoint (an interrupted copy or download?)")
     with open(path, "rb") as f:
         start = f.read(4)
-    if not (start.startswith(_ZIP) or start.startswith(_PICKLE)):
+    if not start.startswith((_ZIP, _PICKLE)):
         raise ValueError(f"{what}: {path} is not a torch checkpoint (it starts with bytes {start.hex(' ')}, "
                          "neither torch.save's zip archive nor its legacy format)")
     try:
@@ -59,7 +58,7 @@ def _reason(error: BaseException) -> str:
     """The first sentence of torch's message, without its advice (which may suggest
     ``weights_only=False``), or the error's type when it says nothing."""
     text = str(error)
-    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", text, re.S)
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", text, re.DOTALL)
     if found:
         text = found.group(1)
     text = text.strip().split(". ")[0].strip() if text.strip() else ""

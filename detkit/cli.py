@@ -189,7 +189,8 @@ def data_stats(dataset, split, names, json_out, plot):
         Path(json_out).write_text(json.dumps(numbers[0] if len(numbers) == 1 else numbers, indent=2))
     if plot:
         for stats in every:
-            target = Path(plot) if len(every) == 1 else Path(plot).with_stem(f"{Path(plot).stem}-{Path(stats['source']).stem}")
+            stem = Path(plot).stem if len(every) == 1 else f"{Path(plot).stem}-{Path(stats['source']).stem}"
+            target = Path(plot).with_stem(stem)
             click.echo(f"wrote {plot_sizes(stats, target)}")
 
 
@@ -322,7 +323,7 @@ def eval_(config, weights, overrides, postprocess, gt, predictions, json_out, pl
         if postprocess:
             suppressor = parse_yaml(postprocess, "--postprocess")
             if not isinstance(suppressor, dict):
-                raise click.UsageError(f"--postprocess must be a YAML mapping such as '{{type: soft_nms, sigma: 0.5}}', "
+                raise click.UsageError("--postprocess must be a YAML mapping such as '{type: soft_nms, sigma: 0.5}', "
                                        f"got {postprocess!r}")
             cfg["model"]["postprocess"] = suppressor
         train_index, val_index = resolve_datasets(cfg)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +65,7 @@ def parse_yaml(text: str, where: str) -> Any:
     """``text`` read by ``ConfigLoader``; a malformed text is a ValueError naming ``where``
     with the line and column."""
     try:
-        return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 (ConfigLoader is a SafeLoader)
+        return yaml.load(text, Loader=ConfigLoader)  # ConfigLoader is a SafeLoader: no tag runs code
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
@@ -97,7 +98,7 @@ class Number:
             if not float(value).is_integer():
                 raise ValueError(f"{where} must be a whole number, got {value!r}")
             value = int(value)
-        elif value != value:  # NaN
+        elif math.isnan(value):
             raise ValueError(f"{where} must be a number, got {value!r}")
         why = f" ({self.why})" if self.why else ""
         if self.low is not None and (value <= self.low if self.open_low else value < self.low):

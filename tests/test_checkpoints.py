@@ -23,7 +23,8 @@ def damaged(tmp_path):
     files = {
         "empty": (b"", r"is empty \(0 bytes\): not a checkpoint"),
         "random": (bytes(range(7, 250)) * 4, r"is not a torch checkpoint \(it starts with bytes 07 08 09 0a"),
-        "truncated": (good.read_bytes()[:300], r"is not a readable torch file: truncated or damaged \(PytorchStreamReader"),
+        "truncated": (good.read_bytes()[:300],
+                      r"is not a readable torch file: truncated or damaged \(PytorchStreamReader"),
         "pickle garbage": (b"\x80\x02\xffgarbage" * 8, r"is damaged: its pickled data cannot be read"),
     }
     evil = tmp_path / "evil.pth"
@@ -40,7 +41,7 @@ def test_each_bad_checkpoint_is_named_for_what_it_is(tmp_path, kind, capsys):
     with pytest.raises(ValueError, match=message) as error:
         load_weights(path, "--weights")
     text = str(error.value)
-    assert text.startswith(f"--weights: {path}") or text.startswith(f"--weights: refusing to load {path}")
+    assert text.startswith((f"--weights: {path}", f"--weights: refusing to load {path}"))
     assert "weights_only" not in text and "()" not in text and "\x1b" not in text
     assert kind == "code" or "pickled code" not in text
     assert "this must never run" not in capsys.readouterr().out

@@ -159,3 +159,14 @@ def test_model_numbers_are_typed_when_built():
         build_model({**MODEL, "roi_heads": {"score_threshold": "high"}})
     with pytest.raises(ValueError, match=r"model.rpn.min_size must be a number, got '1e-3x'"):
         build_model({**MODEL, "rpn": {"min_size": "1e-3x"}})
+
+
+def test_yaml_that_would_run_code_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "ran"
+    attack = f'!!python/object/apply:os.system ["touch {marker}"]'
+    (tmp_path / "evil.yaml").write_text(f"model: {attack}\n")
+    with pytest.raises(ValueError, match=r"evil.yaml:1:8: malformed YAML: could not determine a constructor"):
+        load_config(tmp_path / "evil.yaml")
+    with pytest.raises(ValueError, match=r"--set .* the value is not valid YAML"):
+        load_config(write(tmp_path / "c.yaml", {"model": MODEL}), [f"train.seed={attack}"])
+    assert not marker.exists()

@@ -7,14 +7,19 @@
 
 from detkit.data.collate import AspectRatioBatchSampler, Batch, collate, make_loader
 from detkit.data.convert import convert
-from detkit.data.dataset import (DetectionDataset, SeveralDatasets, boxes_to_original, datasets_in, detect_format,
-                                  open_dataset, read_image)
+from detkit.data.dataset import (
+    DetectionDataset,
+    SeveralDatasets,
+    boxes_to_original,
+    datasets_in,
+    detect_format,
+    open_dataset,
+    read_image,
+)
 from detkit.data.records import Category, DataIssues, DatasetIndex, ImageRecord
 from detkit.data.transforms import Transforms, build_transforms, eval_transforms, train_transforms
 
 __all__ = [
-    "SeveralDatasets",
-    "datasets_in",
     "AspectRatioBatchSampler",
     "Batch",
     "Category",
@@ -22,11 +27,13 @@ __all__ = [
     "DatasetIndex",
     "DetectionDataset",
     "ImageRecord",
+    "SeveralDatasets",
     "Transforms",
     "boxes_to_original",
     "build_transforms",
     "collate",
     "convert",
+    "datasets_in",
     "detect_format",
     "eval_transforms",
     "make_loader",

@@ -61,6 +61,16 @@ def gather(obj, world: World) -> list:
     return out
 
 
+def everyone(flag: bool, world: World) -> bool:
+    """True in every process if ``flag`` is true in every process (an all-reduce of one number)."""
+    if world.size == 1:
+        return flag
+    backend = dist.get_backend()
+    value = torch.tensor([float(flag)], device=f"cuda:{torch.cuda.current_device()}" if backend == "nccl" else "cpu")
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item())
+
+
 def barrier(world: World) -> None:
     if world.size > 1:
         dist.barrier()

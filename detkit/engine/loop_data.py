@@ -153,7 +153,8 @@ def loader(dataset, sampler: Sampler, workers: int, seed: int = 0) -> DataLoader
     from torch's global generator, so the model's random draws do not depend on when an epoch
     (or a resumed run) started."""
     return DataLoader(_Indexed(dataset), batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-                      generator=torch.Generator().manual_seed(seed), worker_init_fn=ignore_interrupts if workers else None)
+                      generator=torch.Generator().manual_seed(seed),
+                      worker_init_fn=ignore_interrupts if workers else None)
 
 
 def ignore_interrupts(worker_id: int) -> None:

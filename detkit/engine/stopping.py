@@ -48,7 +48,7 @@ class Budget:
 
     # -- the signals
 
-    def __enter__(self) -> "Budget":
+    def __enter__(self) -> Budget:
         if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
             for name in self.SIGNALS:
                 number = getattr(signal, name, None)

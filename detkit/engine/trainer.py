@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from detkit.checkpoints import load_weights, remove_stale_temporaries, save_atomic
 from detkit.config import OPTIMIZERS, SCHEDULES, check_options, save_config, unknown_choice
-from detkit.engine.distributed import World, barrier, init, shutdown, sync_buffers
+from detkit.engine.distributed import World, barrier, everyone, gather, init, shutdown, sync_buffers
 from detkit.engine.evaluate import evaluate_model
 from detkit.engine.loop_data import EpochBatches, loader, make_datasets, resolve_datasets_once
 from detkit.engine.stopping import Budget, Interrupted
@@ -174,20 +174,25 @@ class MetricsLog:
 
 def train_one_epoch(model, batches, optimizer, schedule, *, device: str, state: RunState, scaler, ema,
                     clip_grad_norm: float | None, log: MetricsLog, log_every: int, checkpoint: Callable[[], None],
-                    checkpoint_every: int, stop: Callable[[], bool], progress) -> list[int]:
-    """One pass over ``batches`` (the rest of the epoch); returns the unreadable samples' indices."""
+                    checkpoint_every: int, stop: Callable[[], bool], progress, world: World = World()) -> list[int]:
+    """One pass over ``batches`` (the rest of the epoch); returns the unreadable samples' indices.
+
+    A batch whose every image was unreadable is no step; under torchrun no process steps then
+    (each DDP step needs every process), so the processes agree on it first, as they do on a
+    non-finite loss (all stop)."""
     model.train()
     skipped = []
     for batch in batches:
         skipped += batch.skipped
         state.batch += 1
-        if batch.images:
+        losses = None
+        if everyone(bool(batch.images), world):
             images = [img.to(device, non_blocking=True) for img in batch.images]
             targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in batch.targets]
             with torch.autocast(device_type=device, enabled=scaler is not None):
                 losses = model(images, targets)
                 loss = sum(losses.values())
-            if not torch.isfinite(loss):
+            if not everyone(bool(torch.isfinite(loss)), world):  # every process stops, not only the one
                 raise NonFiniteLoss(
                     f"non-finite loss at iteration {state.iteration + 1} (epoch {state.epoch + 1}, batch {state.batch}):"
                     f" {', '.join(f'{k}={v.item():.4g}' for k, v in losses.items())}; "
@@ -210,7 +215,7 @@ def train_one_epoch(model, batches, optimizer, schedule, *, device: str, state: 
                 ema.update_parameters(model)
         schedule.step()
         state.iteration += 1
-        if batch.images:
+        if losses is not None:
             lr = optimizer.param_groups[0]["lr"]
             progress.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
             if state.iteration % log_every == 0:
@@ -299,8 +304,6 @@ def train(config: Mapping, *, resume: bool = False, progress: bool = True) -> Ru
     total_steps = cfg["max_iters"] or steps_per_epoch * cfg["epochs"]
 
     def save_last() -> None:
-        from detkit.engine.distributed import gather
-
         rngs = gather(rng_state(), world)
         if world.main:
             save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -322,7 +325,8 @@ def train(config: Mapping, *, resume: bool = False, progress: bool = True) -> Ru
                 net, loader(train_set, batches, data["workers"], cfg["seed"] + state.epoch), optimizer, schedule,
                 device=device_type, state=state, scaler=scaler, ema=ema, clip_grad_norm=cfg["clip_grad_norm"], log=log,
                 log_every=cfg["log_every"], checkpoint=save_last, checkpoint_every=cfg["checkpoint_every"],
-                stop=out_of_budget, progress=bar)
+                stop=out_of_budget, progress=bar, world=world)
+            skipped = [i for part in gather(skipped, world) for i in part]  # every process's, reported by one
             if skipped and world.main:
                 paths = [str(train_set.index.records[i].path) for i in skipped[:3]]
                 bar.write(f"epoch {state.epoch + 1}: {len(skipped)} unreadable images skipped: {paths}")

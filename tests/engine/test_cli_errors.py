@@ -238,7 +238,8 @@ def test_unwritable_outputs_and_bad_postprocess_yaml_are_one_line_errors(trained
         result = invoke(*args)
         assert result.exit_code == 2, (args, result.output)
         assert f"{impossible}: cannot write there" in result.output and "Traceback" not in result.output, args
-    for text, message in (("{type: soft_nms, sigma: [0.5}", "--postprocess:1:"), ("soft_nms", "must be a YAML mapping")):
+    for text, message in (("{type: soft_nms, sigma: [0.5}", "--postprocess:1:"),
+                          ("soft_nms", "must be a YAML mapping")):
         result = invoke("eval", config, "--weights", weights, "--postprocess", text)
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
 

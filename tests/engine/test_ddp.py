@@ -55,7 +55,8 @@ def test_every_compare_study_model_uses_all_its_parameters():
         assert unused_parameters(build_model(model), 64) == [], name
     density = small({"type": "retinanet", "backbone": {"type": "resnet", "depth": 18, "norm": "bn",
                                                          "out_levels": ["C3", "C4", "C5"], "frozen_stages": -1},
-                     "neck": {"type": "fpn", "out_channels": 16, "extra": "p6p7"}, "head": {"depth": 1, "density": True}})
+                     "neck": {"type": "fpn", "out_channels": 16, "extra": "p6p7"},
+                     "head": {"depth": 1, "density": True}})
     assert unused_parameters(build_model(density), 64) == []
 
 

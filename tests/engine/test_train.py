@@ -206,6 +206,30 @@ def test_torchrun_two_processes_equal_a_single_process_evaluation(tmp_path, writ
         assert distributed[f"val/{key}"] == pytest.approx(value, abs=1e-12), key
 
 
+def test_torchrun_skips_a_step_together_when_one_process_drew_only_unreadable_images(tmp_path, write_config, shapes):
+    from detkit.data import DetectionDataset, open_dataset
+    from detkit.engine.distributed import World
+    from detkit.engine.loop_data import EpochBatches
+
+    data = tmp_path / "data"
+    shutil.copytree(shapes / "train", data)
+    index = open_dataset(data / "annotations.json")
+    path = write_config(out=str(tmp_path / "ddp"), epochs=1)
+    seed = load_config(path)["train"]["seed"]
+    # 6 images, batches of 2, 2 processes: one batch each; blank every image of rank 1's
+    (batch,) = EpochBatches(DetectionDataset(index), 2, seed=seed, epoch=0, shuffle=True, group_aspect_ratio=True,
+                            world=World(1, 2)).all_batches()
+    for i in batch:
+        index.records[i].path.write_bytes(b"")
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+         "-m", "detkit.cli", "train", str(path), "--set", f"data.train.path={data / 'annotations.json'}"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert "epoch 1: 2 unreadable images skipped" in launched.stdout + launched.stderr  # rank 1's, said by rank 0
+    assert not [r for r in logged(tmp_path / "ddp") if "loss" in r]  # neither process stepped alone
+
+
 def test_schedules_by_hand():
     from detkit.engine.trainer import build_schedule
 
