@@ -4,8 +4,8 @@ boundaries and, under torchrun, by every process together.
 A signal does not stop a run where it lands (half-way through ``optimizer.step()`` the
 weights would be half-updated): the first Ctrl-C (SIGINT) or SIGTERM (what torchrun, SLURM
 and Kubernetes send before killing) asks the run to stop after the step in progress; the
-trainer then writes a resumable ``last.pth`` and raises ``Interrupted``. A second Ctrl-C
-stops at once (the last checkpoint written is whole either way).
+trainer then writes a resumable ``last.pth`` and raises ``Interrupted``. A second Ctrl-C, a
+second or more later, stops at once (the last checkpoint written is whole either way).
 
 Under torchrun each process notices a signal, or crosses the time limit, at its own moment;
 a process that stopped one step before the others would leave them waiting in the next
@@ -35,12 +35,15 @@ class Budget:
     signal received (see the module docstring). ``interrupted`` says which it was."""
 
     SIGNALS = ("SIGINT", "SIGTERM")
+    # torchrun passes a Ctrl-C on to its workers, which the terminal has already sent them: a
+    # second SIGINT this soon after the first is that copy, not the user asking to stop at once
+    ECHO_S = 1.0
 
     def __init__(self, world: World, *, max_iters: int | None, time_limit_min: float | None, device: str = "cpu"):
         self.world, self.max_iters, self.limit_s = world, max_iters, 60 * time_limit_min if time_limit_min else None
         self.device = device if world.size > 1 and dist.get_backend() == "nccl" else "cpu"
         self.started = time.monotonic()
-        self.requested = False  # a signal arrived (this process)
+        self.requested: float | None = None  # when a signal arrived (this process)
         self.interrupted = False  # the run stops because of a signal (every process agrees)
         self.over_time = False
         self._decided: tuple[int, bool] | None = None  # (iteration, decision): one agreement per step
@@ -62,9 +65,12 @@ class Budget:
         self._previous.clear()
 
     def _on_signal(self, number, frame) -> None:
-        if self.requested and number == signal.SIGINT:  # the second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        self.requested = True
+        now = time.monotonic()
+        if self.requested is not None and number == signal.SIGINT:
+            if now - self.requested > self.ECHO_S:  # the second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            return  # torchrun's copy of the first one
+        self.requested = now
         if self.world.main:
             sys.stderr.write(f"\n{signal.Signals(number).name}: stopping after this step and saving a resumable "
                              "checkpoint (Ctrl-C again to stop at once)\n")
@@ -76,7 +82,7 @@ class Budget:
         if self._decided is not None and self._decided[0] == iteration:
             return self._decided[1]
         over_time = self.limit_s is not None and time.monotonic() - self.started > self.limit_s
-        flags = [float(self.requested), float(over_time)]
+        flags = [float(self.requested is not None), float(over_time)]
         if self.world.size > 1:
             agreed = torch.tensor(flags, device=self.device)
             dist.all_reduce(agreed, op=dist.ReduceOp.MAX)

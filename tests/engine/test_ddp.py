@@ -75,7 +75,7 @@ def _agree(rank: int, port: int, results) -> None:
         second = budget.stop(2)  # ... and both stop there
         third = budget.stop(2)  # asked again at the same step: the same answer, no new collective
         requested = Budget(World(rank, 2), max_iters=None, time_limit_min=None)
-        requested.requested = rank == 0  # Ctrl-C reached rank 0 alone
+        requested.requested = time.monotonic() if rank == 0 else None  # Ctrl-C reached rank 0 alone
         results[rank] = (first, second, third, requested.stop(1), requested.interrupted)
     finally:
         dist.destroy_process_group()

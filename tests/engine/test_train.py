@@ -230,6 +230,49 @@ def test_torchrun_skips_a_step_together_when_one_process_drew_only_unreadable_im
     assert not [r for r in logged(tmp_path / "ddp") if "loss" in r]  # neither process stepped alone
 
 
+def test_ctrl_c_under_torchrun_saves_one_agreed_step_and_resumes_exactly(tmp_path, write_config):
+    import signal
+    import time
+
+    config = write_config(epochs=3)
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def launch(out, *extra):
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                   str(free_port()), "-m", "detkit.cli", "train", str(config), "--set", "data.batch_size=1",
+                   "--out", str(out), *extra]  # 6 images, one each: 3 steps per epoch
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+                                start_new_session=True)  # a process group of its own, as a terminal's job is
+
+    straight = launch(tmp_path / "straight")
+    assert straight.wait(timeout=300) == 0, straight.stderr.read()[-3000:]
+    stopped = launch(tmp_path / "stopped")
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not [r for r in _logged_or_empty(tmp_path / "stopped") if "loss" in r]:
+        time.sleep(0.05)
+    os.killpg(stopped.pid, signal.SIGINT)  # Ctrl-C: the terminal signals torchrun and both workers
+    assert stopped.wait(timeout=120) != 0
+    err = stopped.stderr.read()
+    assert "interrupted after step" in err and "continue with --resume" in err, err[-3000:]
+    saved = load_weights(tmp_path / "stopped" / "last.pth")
+    # the checkpoint holds the last step taken, with both processes' random generators
+    assert saved["state"]["iteration"] == max(r["iteration"] for r in logged(tmp_path / "stopped") if "loss" in r)
+    assert len(saved["rng"]) == 2
+    resumed = launch(tmp_path / "stopped", "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-3000:]
+    assert steps(logged(tmp_path / "stopped")) == steps(logged(tmp_path / "straight"))
+    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "stopped")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def _logged_or_empty(folder):
+    try:
+        return logged(folder)
+    except (FileNotFoundError, json.JSONDecodeError):  # not written yet, or a line half-written
+        return []
+
+
 def test_schedules_by_hand():
     from detkit.engine.trainer import build_schedule
 
