@@ -11,7 +11,7 @@ import pickle
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -117,3 +117,20 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # someone else's process
         return True
     return True
+
+
+def load_checked(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], where: str) -> None:
+    """``model.load_state_dict(state_dict)``, failing with the keys that do not fit, named."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    wrong = [f"{k} {list(v.shape)} (expected {list(own[k].shape)})" for k, v in state_dict.items()
+             if k in own and v.shape != own[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        for title, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if keys:
+                parts.append(f"{len(keys)} {title}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}")
+        raise ValueError(f"{where}: the weights do not fit this model: {'; '.join(parts)}")
+    with torch.no_grad():
+        model.load_state_dict(state_dict)

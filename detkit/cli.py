@@ -82,13 +82,9 @@ DATASET_HELP = (
 
 
 def _open(dataset: str, split: str | None, names: str | None):
-    from detkit.data import open_dataset
+    from detkit.data import open_dataset, read_names
 
-    class_names = None
-    if names:
-        class_names = [n.strip() for n in Path(names).read_text().splitlines() if n.strip()] if Path(
-            names).is_file() else [n.strip() for n in names.split(",")]
-    return open_dataset(dataset, split=split, names=class_names)
+    return open_dataset(dataset, split=split, names=read_names(names))
 
 
 _split = click.option("--split", help="The split to read (YOLO YAML key, VOC ImageSets list, COCO instances_<split>).")
@@ -165,23 +161,15 @@ def data_stats(dataset, split, names, json_out, plot):
     DATASET is a COCO json (or a folder with annotations.json), a YOLO data YAML (or an
     images/<split> folder), or a VOC folder; the format is told from the path.
     """
-    from detkit.data import SeveralDatasets
-    from detkit.data.stats import dataset_stats, format_stats, plot_sizes
+    from detkit.data import read_names
+    from detkit.data.stats import format_stats, plot_sizes, stats_of
 
     for option, path in (("--json", json_out), ("--plot", plot)):
         if path:
             output_file(path, option)
-    try:
-        indices = [_open(dataset, split, names)]
-    except SeveralDatasets as several:  # a folder of several splits: show each
-        click.echo(f"{several.path} holds several datasets; each is shown (choose one with --split)\n")
-        indices = []
-        for found in several.found:
-            try:
-                indices.append(_open(str(found.source), None, names))
-            except ValueError as error:
-                click.echo(f"{found.split} ({found.format}): not shown: {error}\n")
-    every = [dataset_stats(index) for index in indices]
+    every, notes = stats_of(dataset, split=split, names=read_names(names))
+    for note in notes:
+        click.echo(note + "\n")
     for stats in every:
         click.echo(format_stats(stats) + ("\n" if len(every) > 1 else ""))
     if json_out:
@@ -190,8 +178,7 @@ def data_stats(dataset, split, names, json_out, plot):
     if plot:
         for stats in every:
             stem = Path(plot).stem if len(every) == 1 else f"{Path(plot).stem}-{Path(stats['source']).stem}"
-            target = Path(plot).with_stem(stem)
-            click.echo(f"wrote {plot_sizes(stats, target)}")
+            click.echo(f"wrote {plot_sizes(stats, Path(plot).with_stem(stem))}")
 
 
 @data.command("show")
@@ -208,25 +195,14 @@ def data_show(dataset, out, split, names, max_images):
     DATASET is a COCO json (or a folder with annotations.json), a YOLO data YAML (or an
     images/<split> folder), or a VOC folder; the format is told from the path.
     """
-    from detkit.data import read_image
-    from detkit.visualize import draw_boxes, save_image
+    from detkit.visualize import draw_dataset
 
     index = _open(dataset, split, names)
     out = output_folder(out, "--out")
-    written, skipped = 0, 0
-    for record in index.records[:max_images]:
-        try:
-            image = read_image(record.path)
-        except (OSError, SyntaxError, ValueError) as error:
-            click.echo(f"skipped {error}", err=True)
-            skipped += 1
-            continue
-        drawn = draw_boxes(image, record.boxes, record.labels, index.class_names, crowd=record.iscrowd)
-        target = out / record.file_name  # the dataset's sub-folders mirrored: a/x.jpg and b/x.jpg stay two
-        target.parent.mkdir(parents=True, exist_ok=True)
-        save_image(drawn, target)
-        written += 1
-    click.echo(f"drew {written} images in {out}" + (f"; skipped {skipped} unreadable" if skipped else ""))
+    written, skipped = draw_dataset(index, out, max_images)
+    for reason in skipped:
+        click.echo(f"skipped {reason}", err=True)
+    click.echo(f"drew {written} images in {out}" + (f"; skipped {len(skipped)} unreadable" if skipped else ""))
 
 
 # ------------------------------------------------------------------------------ train / eval / predict
@@ -305,8 +281,7 @@ def eval_(config, weights, overrides, postprocess, gt, predictions, json_out, pl
     With a model, --postprocess (or --set model.postprocess.KEY=...) re-runs the
     post-processing with another suppressor, without retraining.
     """
-    from detkit.data.coco import load_coco
-    from detkit.evaluation import evaluate, load_results, plot_pr_curves, write_json
+    from detkit.evaluation import plot_pr_curves, write_json
 
     if json_out:
         output_file(json_out, "--json")
@@ -314,36 +289,23 @@ def eval_(config, weights, overrides, postprocess, gt, predictions, json_out, pl
         output_folder(plots, "--plots")
     if config:
         from detkit.config import parse_yaml
-        from detkit.engine import evaluate_model, load_model
-        from detkit.engine.loop_data import make_datasets, resolve_datasets
+        from detkit.engine import evaluate_checkpoint
 
         if weights is None:
             raise click.UsageError("detkit eval CONFIG needs --weights")
-        cfg = _config(config, overrides)
         if postprocess:
-            suppressor = parse_yaml(postprocess, "--postprocess")
-            if not isinstance(suppressor, dict):
+            postprocess = parse_yaml(postprocess, "--postprocess")
+            if not isinstance(postprocess, dict):
                 raise click.UsageError("--postprocess must be a YAML mapping such as '{type: soft_nms, sigma: 0.5}', "
                                        f"got {postprocess!r}")
-            cfg["model"]["postprocess"] = suppressor
-        train_index, val_index = resolve_datasets(cfg)
-        if val_index is None:
-            raise click.UsageError(f"{config}: no data.val to evaluate on")
-        from detkit.engine.trainer import complete_model_config
-
-        from detkit.engine.trainer import pick_device
-
-        device = pick_device(cfg["train"]["device"])
-        cfg["model"] = complete_model_config(cfg, train_index.class_names)
-        model = load_model(cfg, weights, device)
-        _, val_set = make_datasets(cfg, train_index, val_index)
-        evaluation, _ = evaluate_model(model, val_set, device=device, batch_size=cfg["data"]["batch_size"],
-                                       backend=backend)
+        evaluation = evaluate_checkpoint(_config(config, overrides), weights, postprocess=postprocess or None,
+                                         backend=backend)
     else:
+        from detkit.evaluation import evaluate_file
+
         if gt is None or predictions is None:
             raise click.UsageError("give CONFIG --weights W, or --gt and --predictions")
-        index = load_coco(gt, images=False)
-        evaluation = evaluate(index, load_results(predictions, index.coco), backend=backend)
+        evaluation = evaluate_file(gt, predictions, backend=backend)
     _print_evaluation(evaluation)
     if json_out:
         click.echo(f"wrote {write_json(evaluation, json_out)}")
@@ -373,17 +335,11 @@ def predict_command(config, images, weights, out, score_threshold, overrides):
     Writes each image with its boxes, class names and scores to OUT, and every detection to
     OUT/predictions.json (COCO results with the file name of each image).
     """
-    from detkit.engine import load_model
-    from detkit.engine.inference import predict_images
-
-    from detkit.engine.trainer import pick_device
+    from detkit.engine import predict_checkpoint
 
     cfg = _config(config, overrides)
     out = output_folder(out, "--out")
-    device = pick_device(cfg["train"]["device"])
-    model = load_model(cfg, weights, device)
-    written = predict_images(model, images, out, eval_transforms=cfg["data"]["eval_transforms"],
-                             score_threshold=score_threshold, device=device)
+    written = predict_checkpoint(cfg, images, weights, out, score_threshold=score_threshold)
     for path, reason in written.skipped:
         click.echo(f"skipped {path}: {reason}", err=True)
     click.echo(f"drew the detections on {len(written.pictures)} images in {out}; all of them in {written.json}"
@@ -403,8 +359,7 @@ def quickstart(out, minutes, overrides):
     few minutes, then prints the COCO table and where the checkpoint and the drawn
     predictions are.
     """
-    from detkit.engine import train
-    from detkit.engine.inference import predict_images
+    from detkit.engine import quickstart as run_quickstart
 
     cfg = _config(str(_configs() / "quickstart.yaml"), overrides)
     cfg["train"]["out"] = str(output_folder(out, "--out"))
@@ -412,16 +367,11 @@ def quickstart(out, minutes, overrides):
         from detkit.config import LIMITS
 
         cfg["train"]["time_limit_min"] = LIMITS["train.time_limit_min"].check(minutes, "--minutes")
-    result = train(cfg)
+    done = run_quickstart(cfg)
     click.echo("\nCOCO evaluation on the synthetic val split:")
-    _print_evaluation(result.evaluation)
-    from detkit.engine import load_model
-
-    model = load_model(cfg | {"model": {**cfg["model"]}}, result.best or result.last)
-    val_images = sorted((Path(cfg["data"]["synthetic"]["out"]) / "val" / "images").glob("*.jpg"))[:8]
-    predictions = predict_images(model, val_images, Path(out) / "predictions", progress=False)
-    click.echo(f"\ncheckpoint: {result.best or result.last}\npredictions drawn: {predictions.json.parent}\n"
-               f"metrics: {Path(out) / 'metrics.jsonl'}")
+    _print_evaluation(done.run.evaluation)
+    click.echo(f"\ncheckpoint: {done.checkpoint}\npredictions drawn: {done.predictions.json.parent}\n"
+               f"metrics: {done.run.out / 'metrics.jsonl'}")
 
 
 # ------------------------------------------------------------------------------ compare
@@ -472,41 +422,22 @@ def compare_command(suites, budget, out, runs_dir, seed, overrides, reference, p
     """
     import shlex
 
-    from detkit.compare import SUITES, compare, load_study, write
+    from detkit.compare import compare, load_study, rebuild_report
+    from detkit.compare.schema import load_results
 
     out = Path(out)
     if report_only:
-        path = out / "results.json"
-        if not path.is_file():
-            raise click.UsageError(f"--report-only: {path} does not exist (run detkit compare first)")
-        from detkit.compare import verdicts
-
-        results = json.loads(path.read_text())
-        results["claims"] = verdicts(results)  # the numbers judged by today's rules
-        for written in write(results, out):
+        for written in rebuild_report(out):
             click.echo(f"wrote {written}")
         return
     if not plan:
         output_folder(out, "--out")
-    chosen = list(SUITES) if "all" in suites else list(dict.fromkeys(suites))
     study = load_study(budget, list(overrides), seed=seed, runs_dir=runs_dir)
-    missing = [s for s in chosen if s not in study.suites]
-    if missing:
-        raise click.UsageError(f"--suite: the study {study.path} has no suite {', '.join(missing)} "
-                               f"(it has {', '.join(study.suites)})")
-    names = study.runs_for(chosen)
+    chosen = study.chosen(suites)
     if plan:
-        from detkit.compare.report import architecture
-
-        click.echo(f"{study.path}: {len(names)} runs for {', '.join(chosen)}")
-        for name in names:
-            run = study.runs[name]
-            train = run.config["train"]
-            click.echo(f"  {name:<24} {architecture(run.config):<44} data {run.dataset:<10} "
-                       f"{train['epochs']} epochs x batch {run.config['data']['batch_size']}, seed {train['seed']}, "
-                       f"-> {train['out']}")
+        click.echo("\n".join(study.plan(chosen)))
         return
-    reference_results = json.loads(Path(reference).read_text()) if reference else None
+    reference_results = load_results(reference) if reference else None
     command = "detkit " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "detkit compare"
     results = compare(study, chosen, out, command=command, reference=reference_results, say=click.echo)
     if not results:  # a torchrun process other than rank 0: it trained its share

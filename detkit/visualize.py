@@ -55,3 +55,26 @@ def save_image(image: np.ndarray, path) -> None:
     """Write an RGB image (PNG or JPEG by the suffix)."""
     if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
         raise ValueError(f"could not write {path}")
+
+
+def draw_dataset(index, out, max_images: int = 16) -> tuple[int, list[str]]:
+    """``detkit data show``: the ground truth of the first ``max_images`` images of ``index``
+    drawn into ``out``, mirroring the dataset's sub-folders (``a/x.jpg`` and ``b/x.jpg`` stay
+    two pictures). Returns the number drawn and, for each unreadable image, why."""
+    from pathlib import Path
+
+    from detkit.data import read_image
+
+    written, skipped = 0, []
+    for record in index.records[:max_images]:
+        try:
+            image = read_image(record.path)
+        except (OSError, SyntaxError, ValueError) as error:
+            skipped.append(str(error))
+            continue
+        drawn = draw_boxes(image, record.boxes, record.labels, index.class_names, crowd=record.iscrowd)
+        target = Path(out) / record.file_name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        save_image(drawn, target)
+        written += 1
+    return written, skipped

@@ -25,8 +25,9 @@ from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
 from detkit.config import load_config
-from detkit.engine.loop_data import EpochBatches, loader, make_datasets, resolve_datasets
+from detkit.engine import prepare
 from detkit.engine.distributed import World
+from detkit.engine.loop_data import EpochBatches, loader
 from detkit.evaluation import detections_to_results, evaluate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,12 +41,12 @@ def main() -> None:
     config = load_config(REPO / "configs" / "quickstart.yaml")
     cfg, data = config["train"], config["data"]
     minutes = args.minutes or cfg["time_limit_min"]
-    train_index, val_index = resolve_datasets(config)
-    train_set, val_set = make_datasets(config, train_index, val_index)
+    run = prepare(config, model=False)  # the quickstart's data, exactly as detkit train reads it
+    train_set, val_set = run.train_set, run.val_set
     torch.manual_seed(cfg["seed"])
     backbone = resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5,
                                    norm_layer=torch.nn.BatchNorm2d)
-    model = FasterRCNN(backbone, num_classes=len(train_index.class_names) + 1, min_size=256, max_size=256)
+    model = FasterRCNN(backbone, num_classes=len(run.class_names) + 1, min_size=256, max_size=256)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=cfg["optimizer"]["lr"], weight_decay=cfg["optimizer"]["weight_decay"])
     steps_per_epoch = len(EpochBatches(train_set, data["batch_size"], seed=cfg["seed"], epoch=0, shuffle=True,
@@ -82,7 +83,7 @@ def main() -> None:
             image, target = val_set[i]
             det = model([image.float() / 255])[0]
             detections.append((target["image_id"], {**det, "labels": det["labels"] - 1}))
-    theirs = evaluate(val_index, detections_to_results(detections, val_index.category_ids)).stats
+    theirs = evaluate(val_set.index, detections_to_results(detections, val_set.index.category_ids)).stats
     ours = {}
     metrics = Path(args.detkit_run) / "metrics.jsonl"
     if metrics.is_file():

@@ -8,7 +8,7 @@ results.json, report.md (``report.py``) and the plots (``plots.py``).
 """
 
 from detkit.compare.claims import CLAIMS, verdicts
-from detkit.compare.core import compare, write
+from detkit.compare.core import compare, rebuild_report, write
 from detkit.compare.study import BUDGETS, SUITES, Study, load_study
 
-__all__ = ["BUDGETS", "CLAIMS", "SUITES", "Study", "compare", "load_study", "verdicts", "write"]
+__all__ = ["BUDGETS", "CLAIMS", "SUITES", "Study", "compare", "load_study", "rebuild_report", "verdicts", "write"]

@@ -42,15 +42,14 @@ from detkit.compare.runs import (
     train_or_load,
     val_dataset,
 )
+from detkit.compare.schema import SCHEMA_VERSION, VERSION_KEY, load_results, validate
 from detkit.compare.study import PAIRS, Study, probe_names, suite_runs, with_dataset
 from detkit.compare.suppression import FAMILIES, SUPPRESSORS, crowd_statistics, evaluate_suppressor, needs_densities
 from detkit.engine.distributed import init, shutdown
 from detkit.engine.loop_data import resolve_datasets
-from detkit.engine.trainer import pick_device
+from detkit.engine.run import pick_device
 from detkit.evaluation.bootstrap import accumulate, bootstrap, match_images, resample_indices
 from detkit.evaluation.coco_eval import coco_ground_truth
-
-FORMAT_VERSION = 1
 
 
 def compare(study: Study, suites: list[str], out: Path, *, command: str = "", reference: Mapping | None = None,
@@ -72,7 +71,7 @@ def compare(study: Study, suites: list[str], out: Path, *, command: str = "", re
             shutdown(world)
     if not is_main_process():  # under torchrun every process trains; one evaluates and writes
         return {}
-    results: dict = {"detkit_compare": FORMAT_VERSION, "budget": study.budget, "about": study.about,
+    results: dict = {VERSION_KEY: SCHEMA_VERSION, "budget": study.budget, "about": study.about,
                      "seed": study.seed, "suites_run": list(suites), "command": command, "study": study.spec,
                      "measure": dict(study.measure), "runs": {}, "suites": {}}
     if study.measure["precise_bn"]:
@@ -115,10 +114,23 @@ def write(results: Mapping, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     partial = out / "results.json.tmp"
-    partial.write_text(dumps(results))
+    text = dumps(results)
+    validate(json.loads(text), source=str(path))  # what readers load back follows the schema (schema.py)
+    partial.write_text(text)
     os.replace(partial, path)
     plots = plot_all(results, out)
     return [path, write_report(results, out, plots), *plots]
+
+
+def rebuild_report(out: Path) -> list[Path]:
+    """``detkit compare --report-only``: report.md and the plots again from ``out/results.json``,
+    its claims re-judged by today's rules (``claims.py``); nothing is trained or evaluated."""
+    path = Path(out) / "results.json"
+    if not path.is_file():
+        raise ValueError(f"--report-only: {path} does not exist (run detkit compare first)")
+    results = load_results(path)
+    results["claims"] = verdicts(results)  # the numbers judged by today's rules
+    return write(results, Path(out))
 
 
 def dumps(results: Mapping) -> str:

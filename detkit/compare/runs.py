@@ -26,16 +26,15 @@ import torch
 
 from detkit.checkpoints import load_weights
 from detkit.compare.study import Run
-from detkit.data import DetectionDataset, build_transforms
+from detkit.data import DetectionDataset
 from detkit.data.records import DatasetIndex
-from detkit.engine import evaluate_model, load_model, predict, train
+from detkit.engine import evaluate_model, load_model, predict, prepare, train
 from detkit.engine.distributed import World
 from detkit.engine.distributed import current as current_world
-from detkit.engine.loop_data import EpochBatches, loader, make_datasets, resolve_datasets, resolve_datasets_once
-from detkit.engine.trainer import complete_model_config, pick_device
+from detkit.engine.loop_data import EpochBatches, loader
 from detkit.evaluation import CocoEvaluation, coco_ground_truth
 from detkit.models import recalibrate_batchnorm
-from detkit.ops import box_iou, build_suppressor
+from detkit.ops import Suppressor, box_iou
 
 RECORD = "compare.json"  # in a run folder: the config it finished with, its steps and seconds
 
@@ -65,11 +64,10 @@ def train_or_load(run: Run, *, progress: bool = True) -> TrainedRun:
     finished, else trained, resumed from ``last.pth`` when an interrupted training of this
     config left one."""
     out = Path(run.config["train"]["out"])
-    device = pick_device(run.config["train"]["device"])
     # under torchrun every process reads the data: rank 0 generates a synthetic set first (two
     # processes writing one dataset at once made the torchrun test flake)
-    train_index, _ = resolve_datasets_once(run.config, current_world())
-    resolved = {**run.config, "model": complete_model_config(run.config, train_index.class_names)}
+    prepared = prepare(run.config, model=False, world=current_world())
+    resolved, device = prepared.config, prepared.device
     if run.weights:
         return TrainedRun(run, load_model(resolved, run.weights, device), resolved, 0, 0.0, True, device)
     path = out / RECORD
@@ -118,8 +116,7 @@ def precise_batchnorm(trained: TrainedRun, batches: int) -> int:
     if batches <= 0:
         return 0
     config = trained.config
-    train_index, _ = resolve_datasets(config)
-    train_set, _ = make_datasets(config, train_index, None)
+    train_set = prepare(config, model=False).train_set
     order = EpochBatches(train_set, config["data"]["batch_size"], seed=config["train"]["seed"], epoch=0,
                          shuffle=True, group_aspect_ratio=config["data"]["group_aspect_ratio"], world=World())
 
@@ -145,13 +142,12 @@ def precise_batchnorm(trained: TrainedRun, batches: int) -> int:
 def val_dataset(config: Mapping, min_pair_iou: float | None = None) -> DetectionDataset:
     """The config's validation split as an evaluation dataset (optionally only its crowded
     images: see ``crowded_subset``)."""
-    _, index = resolve_datasets(config)
-    if index is None:
+    val = prepare(config, model=False).val_set
+    if val is None:
         raise ValueError(f"run {config.get('name')}: its data has no val split to evaluate on")
-    if min_pair_iou is not None:
-        index = crowded_subset(index, min_pair_iou)
-    transforms = build_transforms(config["data"]["eval_transforms"], train=False, where="data.eval_transforms")
-    return DetectionDataset(index, transforms, keep_crowd=True)
+    if min_pair_iou is None:
+        return val
+    return DetectionDataset(crowded_subset(val.index, min_pair_iou), val.transforms, keep_crowd=True)
 
 
 def crowded_subset(index: DatasetIndex, min_pair_iou: float) -> DatasetIndex:
@@ -193,14 +189,12 @@ def raw_candidates(model) -> Iterator[int]:
     """Within it, ``model`` outputs every candidate that scored above its score threshold,
     unsuppressed and uncapped (suppressor ``none``); yields the detections-per-image cap its
     own post-processing applies after suppressing. Restores the model on exit."""
-    owner = model.roi_heads if hasattr(model, "roi_heads") else model  # Faster R-CNN caps in its RoI heads
-    suppressor = owner.suppress
-    cap = owner.detections_per_image
-    owner.suppress, owner.detections_per_image = build_suppressor({"type": "none"}), sys.maxsize
+    suppressor, cap = model.postprocess, model.detections_per_image
+    model.set_postprocess(Suppressor("none"), cap=sys.maxsize)
     try:
         yield cap
     finally:
-        owner.suppress, owner.detections_per_image = suppressor, cap
+        model.set_postprocess(suppressor, cap=cap)
 
 
 def read_raw(trained: TrainedRun, dataset: DetectionDataset) -> tuple[dict, int]:

@@ -106,6 +106,30 @@ class Study:
             wanted |= {probe["run"], *probe_names(probe)}
         return [name for name in self.runs if name in wanted]
 
+    def chosen(self, suites) -> list[str]:
+        """``--suite`` values (``all`` for every suite) as this study's suites, in order; a suite
+        the study lacks is an error naming the ones it has."""
+        chosen = list(SUITES) if "all" in suites else list(dict.fromkeys(suites))
+        missing = [s for s in chosen if s not in self.suites]
+        if missing:
+            raise ValueError(f"--suite: the study {self.path} has no suite {', '.join(missing)} "
+                             f"(it has {', '.join(self.suites)})")
+        return chosen
+
+    def plan(self, suites: list[str]) -> list[str]:
+        """``detkit compare --plan``: a line per run the suites need (model, data, steps, folder)."""
+        from detkit.compare.report import architecture
+
+        names = self.runs_for(suites)
+        lines = [f"{self.path}: {len(names)} runs for {', '.join(suites)}"]
+        for name in names:
+            run = self.runs[name]
+            train = run.config["train"]
+            lines.append(f"  {name:<24} {architecture(run.config):<44} data {run.dataset:<10} "
+                         f"{train['epochs']} epochs x batch {run.config['data']['batch_size']}, seed {train['seed']}, "
+                         f"-> {train['out']}")
+        return lines
+
 
 def suite_runs(suite: str, spec: Mapping) -> list[str]:
     if suite == "detectors":

@@ -29,7 +29,8 @@ from detkit.data.records import DatasetIndex
 from detkit.evaluation import detections_to_results, evaluate
 from detkit.evaluation.bootstrap import match_images
 from detkit.evaluation.coco_eval import coco_ground_truth
-from detkit.ops import batched_diou_nms, batched_nms, box_iou, build_suppressor
+from detkit.models.build import build_postprocess
+from detkit.ops import batched_diou_nms, batched_nms, box_iou
 
 MATCH_IOU = 0.5
 
@@ -54,7 +55,7 @@ FAMILIES: dict[str, tuple[dict, str, str]] = {
 
 def suppress(raw: Mapping[int, Mapping], config: Mapping, cap: int) -> list[tuple[int, dict]]:
     """Each image's raw candidates through the suppressor of ``config``, the best ``cap`` kept."""
-    suppressor = build_suppressor(config)
+    suppressor = build_postprocess(config, "suppressor")
     out = []
     for image_id, det in raw.items():
         keep, scores = suppressor(det["boxes"], det["scores"], det["labels"], det.get("densities"))
@@ -64,7 +65,7 @@ def suppress(raw: Mapping[int, Mapping], config: Mapping, cap: int) -> list[tupl
 
 
 def needs_densities(config: Mapping) -> bool:
-    return build_suppressor(config).needs_densities
+    return build_postprocess(config, "suppressor").needs_densities
 
 
 def _objects(index: DatasetIndex) -> dict[int, tuple]:

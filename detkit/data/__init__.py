@@ -15,6 +15,7 @@ from detkit.data.dataset import (
     detect_format,
     open_dataset,
     read_image,
+    read_names,
 )
 from detkit.data.records import Category, DataIssues, DatasetIndex, ImageRecord
 from detkit.data.transforms import Transforms, build_transforms, eval_transforms, train_transforms
@@ -38,6 +39,7 @@ __all__ = [
     "eval_transforms",
     "make_loader",
     "open_dataset",
+    "read_names",
     "read_image",
     "train_transforms",
 ]

@@ -123,6 +123,15 @@ def detect_format(path: Path, split: str | None) -> tuple[str, Path]:
     )
 
 
+def read_names(names: str | list[str] | None) -> list[str] | None:
+    """Class names given as a list, a file with one per line, or a comma-separated string."""
+    if names is None or isinstance(names, list):
+        return names
+    if Path(names).is_file():
+        return [n.strip() for n in Path(names).read_text().splitlines() if n.strip()]
+    return [n.strip() for n in names.split(",") if n.strip()]
+
+
 def open_dataset(
     path: str | Path,
     *,

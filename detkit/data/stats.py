@@ -37,6 +37,25 @@ def dataset_stats(index: DatasetIndex) -> dict:
     }
 
 
+def stats_of(dataset: str | Path, *, split: str | None = None, names: list[str] | None = None
+             ) -> tuple[list[dict], list[str]]:
+    """``detkit data stats``: the numbers of ``dataset``, or of each of its splits when it is a
+    folder of several (``../shared/data/coco128``) and none is chosen; and notes for the
+    reader (that several are shown, a split that could not be read and why)."""
+    from detkit.data.dataset import SeveralDatasets, open_dataset
+
+    try:
+        return [dataset_stats(open_dataset(dataset, split=split, names=names))], []
+    except SeveralDatasets as several:
+        every, notes = [], [f"{several.path} holds several datasets; each is shown (choose one with --split)"]
+        for found in several.found:
+            try:
+                every.append(dataset_stats(open_dataset(found.source, names=names)))
+            except ValueError as error:
+                notes.append(f"{found.split} ({found.format}): not shown: {error}")
+        return every, notes
+
+
 def format_stats(stats: dict) -> str:
     """A readable report with a text histogram of object sizes."""
     lines = [

@@ -98,10 +98,11 @@ def _geometry(resize: Sequence[int] | None, size: Sequence[int] | None, letterbo
         height, width = size
         return [A.Resize(height=int(height), width=int(width), mask_interpolation=MASK_RESAMPLING)]
     if letterbox:
-        # fixed-size detectors (SSD, YOLO): keep the aspect ratio, pad to a square
+        # fixed-size detectors (SSD, YOLO): keep the aspect ratio, pad to a square; the image
+        # top-left, padded right and bottom, as the models' transform pads (one convention)
         return [
             A.LongestMaxSize(max_size=int(letterbox), mask_interpolation=MASK_RESAMPLING),
-            A.PadIfNeeded(int(letterbox), int(letterbox), position="center", border_mode=cv2.BORDER_CONSTANT,
+            A.PadIfNeeded(int(letterbox), int(letterbox), position="top_left", border_mode=cv2.BORDER_CONSTANT,
                           fill=PAD_FILL),
         ]
     return []
@@ -163,7 +164,9 @@ def eval_transforms(
             side would exceed max_size (torchvision's detection models: 800, 1333).
         size: (height, width): resize to exactly this size (aspect ratio not kept).
         letterbox: side: scale the longer side to it and pad to a square (fixed-size
-            detectors: SSD 300, YOLO 416/640), padding in grey.
+            detectors: SSD 300, YOLO 416/640), padding in grey to the right and bottom, as
+            ``models.transform`` pads. (For a data pipeline outside a run: in a run config the
+            input size is set by ``model.transform`` alone.)
     """
     return Transforms(_geometry(resize, size, letterbox), invertible=True)
 

@@ -1,6 +1,13 @@
-"""Run a detector over a dataset and evaluate it (COCO), in one process or across torchrun's."""
+"""Run a detector over a dataset and evaluate it (COCO), in one process or across torchrun's.
+
+``evaluate_checkpoint(config, weights)`` is ``detkit eval CONFIG --weights W``: the prepared
+run's model on its ``data.val``; ``evaluate_model(model, dataset)`` the same for any model.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 from torch.utils.data import DataLoader
@@ -10,6 +17,7 @@ from detkit.data import boxes_to_original, collate
 from detkit.data.collate import _Indexed
 from detkit.engine.distributed import World, gather
 from detkit.engine.loop_data import ignore_interrupts
+from detkit.engine.run import prepare
 from detkit.evaluation import CocoEvaluation, detections_to_results, evaluate
 
 
@@ -56,3 +64,22 @@ def evaluate_model(model, dataset, *, device, world: World = World(), batch_size
     if not dataset.index.records:
         return None, results
     return evaluate(dataset.index, results, backend=backend), results
+
+
+def evaluate_checkpoint(config: Mapping, weights: str | Path, *, postprocess: Mapping[str, Any] | None = None,
+                        backend: str = "auto", device: str | None = None) -> CocoEvaluation:
+    """COCO evaluation of the checkpoint ``weights`` of ``config``'s model on its ``data.val``.
+
+    ``postprocess`` (``{type: soft_nms, sigma: 0.5}``) replaces the config's suppressor: the
+    same trained model post-processed another way, no retraining.
+    """
+    if postprocess is not None:
+        config = {**config, "model": {**config["model"], "postprocess": postprocess}}
+    run = prepare(config, weights=weights, device=device)
+    if run.val_set is None:
+        raise ValueError(f"{config.get('name', 'the config')}: no data.val to evaluate on")
+    evaluation, _ = evaluate_model(run.model, run.val_set, device=run.device, batch_size=config["data"]["batch_size"],
+                                   backend=backend)
+    if evaluation is None:
+        raise ValueError(f"{config.get('name', 'the config')}: data.val has no images")
+    return evaluation

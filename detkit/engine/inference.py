@@ -1,4 +1,8 @@
-"""A trained model from a config and weights, and predictions drawn on images."""
+"""Detections on image files, drawn: ``detkit predict``.
+
+``predict_checkpoint(config, images, weights, out)`` is ``detkit predict CONFIG IMAGES --weights
+W --out OUT``; ``predict_images(model, images, out)`` the same for any model.
+"""
 
 from __future__ import annotations
 
@@ -10,37 +14,10 @@ from typing import Mapping
 
 import torch
 
-from detkit.checkpoints import load_weights
 from detkit.data import build_transforms, read_image
 from detkit.data.dataset import boxes_to_original
 from detkit.data.yolo import IMAGE_SUFFIXES
-from detkit.models import build_model
-from detkit.models.torchvision_compat import load_checked
-
-
-def load_model(config: Mapping, weights: str | Path, device: str = "cpu"):
-    """``build_model(config["model"])`` with the weights of a detkit checkpoint (or a bare
-    state dict) loaded, in eval mode.
-
-    The model config must name its classes (``num_classes``); a checkpoint written by
-    ``detkit train`` carries the resolved config, whose model section is used when the given
-    one lacks them. Weights of another architecture fail with the mismatching keys named.
-    """
-    saved = load_weights(weights, "--weights")
-    state = saved.get("model", saved) if isinstance(saved, dict) else saved
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"--weights: {weights} holds no model state dict")
-    model_config = dict(config["model"])
-    trained = (saved.get("config") or {}).get("model", {}) if isinstance(saved, dict) else {}
-    for key in ("num_classes", "class_names"):
-        if model_config.get(key) is None and trained.get(key) is not None:
-            model_config[key] = trained[key]
-    if model_config.get("num_classes") is None:
-        raise ValueError("model.num_classes is not set and the weights do not say it (use a checkpoint of "
-                         "detkit train, or set model.num_classes)")
-    model = build_model(model_config)
-    load_checked(model, state, f"--weights {weights}")
-    return model.to(device).eval()
+from detkit.engine.run import prepare
 
 
 def image_files(source: str | Path) -> list[Path]:
@@ -126,3 +103,12 @@ def predict_images(model, sources, out: Path, *, eval_transforms: Mapping | None
     json_path = out / "predictions.json"
     json_path.write_text(json.dumps(results))
     return Predictions(json_path, pictures, skipped)
+
+
+def predict_checkpoint(config: Mapping, sources, weights: str | Path, out: str | Path, *, score_threshold: float = 0.3,
+                       device: str | None = None, progress: bool = True) -> Predictions:
+    """``predict_images`` with the checkpoint ``weights`` of ``config``'s model (no dataset is
+    read: the class names come from the config or the checkpoint)."""
+    run = prepare(config, weights=weights, device=device, data=False)
+    return predict_images(run.model, sources, Path(out), eval_transforms=config["data"]["eval_transforms"],
+                          score_threshold=score_threshold, device=run.device, progress=progress)

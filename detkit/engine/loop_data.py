@@ -137,8 +137,25 @@ class EpochBatches(Sampler[list[int]]):
         return max(0, len(self.all_batches()) - self.start)
 
 
+GEOMETRY = ("resize", "size", "letterbox")  # the input size: the model's transform alone sets it in a run
+
+
+def check_no_geometry(data: Mapping) -> None:
+    """A run's input size is set in one place, ``model.transform``; resizing in the data
+    transforms as well would resize twice (and pad two ways)."""
+    for key in ("train_transforms", "eval_transforms"):
+        for option in GEOMETRY:
+            if (data.get(key) or {}).get(option) is not None:
+                raise ValueError(
+                    f"data.{key}.{option}: a run's input size is set once, in model.transform (min_size, max_size, "
+                    "size_divisible, fixed_size; e.g. {min_size: 416, max_size: 416, size_divisible: 416} "
+                    "letterboxes to 416 x 416, the image top-left, padded right and bottom); remove it here")
+
+
 def make_datasets(config: Mapping, train_index: DatasetIndex, val_index: DatasetIndex | None):
+    """(training set, evaluation set or None) with the config's augmentation; the resizing is the model's."""
     data, seed = config["data"], config["train"]["seed"]
+    check_no_geometry(data)
     train = SeededDataset(train_index, build_transforms(data["train_transforms"], train=True,
                                                         where="data.train_transforms"), seed=seed)
     val = None

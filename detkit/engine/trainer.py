@@ -34,9 +34,9 @@ from detkit.checkpoints import load_weights, remove_stale_temporaries, save_atom
 from detkit.config import OPTIMIZERS, SCHEDULES, check_options, save_config, unknown_choice
 from detkit.engine.distributed import World, barrier, everyone, gather, init, shutdown, sync_buffers
 from detkit.engine.evaluate import evaluate_model
-from detkit.engine.loop_data import EpochBatches, loader, make_datasets, resolve_datasets_once
+from detkit.engine.loop_data import EpochBatches, loader
+from detkit.engine.run import Prepared, pick_device, prepare
 from detkit.engine.stopping import Budget, Interrupted
-from detkit.models import build_model
 
 
 class NonFiniteLoss(RuntimeError):
@@ -65,28 +65,6 @@ class RunResult:
 
 
 # ------------------------------------------------------------------------------ setup
-
-
-def pick_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device is 'cuda' but no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"train.device must be auto, cpu or cuda, got {name!r}")
-    return name
-
-
-def complete_model_config(config: Mapping, class_names: list[str]) -> dict:
-    """The model config with num_classes and class_names taken from the dataset when absent."""
-    model = dict(config["model"])
-    if model.get("num_classes") is None:
-        model["num_classes"] = len(class_names)
-    elif model["num_classes"] != len(class_names):
-        raise ValueError(f"model.num_classes is {model['num_classes']} but the dataset has {len(class_names)} classes "
-                         f"({', '.join(class_names[:6])}{' ...' if len(class_names) > 6 else ''})")
-    model.setdefault("class_names", list(class_names))
-    return model
 
 
 def build_optimizer(config: Mapping, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -229,140 +207,68 @@ def train_one_epoch(model, batches, optimizer, schedule, *, device: str, state: 
     return skipped
 
 
+@dataclass
+class Training:
+    """What the loop carries besides the model: the prepared run, where it writes, and the
+    optimisation state (optimizer, schedule, AMP scaler, EMA, where the run is)."""
+
+    run: Prepared
+    world: World
+    out: Path
+    resolved: dict  # the config a checkpoint records (model completed, train.out filled in)
+    net: torch.nn.Module  # the model, wrapped in DDP under torchrun
+    optimizer: torch.optim.Optimizer
+    schedule: Any
+    scaler: Any
+    ema: Any
+    steps_per_epoch: int
+    state: RunState = field(default_factory=RunState)
+
+    @property
+    def last(self) -> Path:
+        return self.out / "last.pth"
+
+    @property
+    def best(self) -> Path:
+        return self.out / "best.pth"
+
+    @property
+    def averaged(self) -> torch.nn.Module:
+        """The model that is evaluated and kept as best: the EMA's when there is one."""
+        return self.ema.module if self.ema is not None else self.run.model
+
+
 def train(config: Mapping, *, resume: bool = False, progress: bool = True) -> RunResult:
     """Run ``config`` (a checked run config, ``detkit.config.load_config``) to the end."""
     cfg = config["train"]
-    device = pick_device(cfg["device"])
-    world = init(device)
-    if world.size > 1 and device == "cuda":
-        device = f"cuda:{world.local_rank}"
-    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    world = init(pick_device(cfg["device"]))
+    seed_process(cfg, world)
+    run = prepare(config, world=world)
     out = Path(cfg["out"] or Path("runs") / config.get("name", "run"))
-    if cfg["threads"]:
-        torch.set_num_threads(int(cfg["threads"]))
-    if cfg["deterministic"]:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    torch.manual_seed(cfg["seed"] + world.rank)
-    np.random.seed(cfg["seed"] + world.rank)
-    random.seed(cfg["seed"] + world.rank)
-
-    train_index, val_index = resolve_datasets_once(config, world)
-    model_config = complete_model_config(config, train_index.class_names)
-    resolved = {**config, "model": model_config, "train": {**cfg, "out": str(out)}}
-    if world.main:
-        out.mkdir(parents=True, exist_ok=True)
-        stale = remove_stale_temporaries(out)
-        if stale:
-            print(f"removed {len(stale)} partial checkpoint files left in {out} by a run killed while saving")
-        save_config(resolved, out / "config.yaml")
-    train_set, val_set = make_datasets(resolved, train_index, val_index)
-
-    torch.manual_seed(cfg["seed"])  # the same initial weights in every process
-    model = build_model(model_config).to(device)
-    if cfg["sync_bn"] and world.size > 1:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    data = config["data"]
-    steps_per_epoch = len(EpochBatches(train_set, data["batch_size"], seed=cfg["seed"], epoch=0, shuffle=True,
-                                       group_aspect_ratio=data["group_aspect_ratio"], world=world))
-    if steps_per_epoch == 0:
-        raise ValueError(f"data.train has {len(train_set)} images: too few for one batch per process "
-                         f"({world.size} processes)")
-    optimizer = build_optimizer(cfg["optimizer"], model)
-    schedule = build_schedule(cfg["schedule"], optimizer, steps_per_epoch, cfg["epochs"])
-    scaler = torch.amp.GradScaler("cuda") if cfg["amp"] and device_type == "cuda" else None
-    ema = None
-    if cfg["ema"]:
-        decay = float(cfg["ema"].get("decay", 0.9998))
-        # use_buffers: BatchNorm statistics are averaged too, so the averaged model can be evaluated
-        ema = torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True)
-    state = RunState()
-    last, best = out / "last.pth", out / "best.pth"
+    resolved = {**run.config, "train": {**cfg, "out": str(out)}}
+    open_run_folder(out, resolved, world)
+    training = setup(run, resolved, out, world)
     if resume:
-        if not last.is_file():
-            raise ValueError(f"--resume: no checkpoint to resume from at {last}")
-        saved = load_weights(last, "--resume")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
-        if scaler is not None and saved.get("scaler"):
-            scaler.load_state_dict(saved["scaler"])
-        if ema is not None and saved.get("ema"):
-            ema.load_state_dict(saved["ema"])
-        state = RunState(**saved["state"])
-        set_rng_state(saved["rng"][world.rank] if isinstance(saved["rng"], list) else saved["rng"])
-    net = model
-    if world.size > 1:
-        # every detkit model uses all its trainable parameters in every step (tests/engine/test_ddp.py),
-        # so DDP need not search the graph for unused ones after each backward
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[world.local_rank] if device_type == "cuda" else None,
-            find_unused_parameters=cfg["find_unused_parameters"])
+        restore(training)
     log = MetricsLog(out, world.main)
-    budget = Budget(world, max_iters=cfg["max_iters"], time_limit_min=cfg["time_limit_min"], device=device)
-    total_steps = cfg["max_iters"] or steps_per_epoch * cfg["epochs"]
-
-    def save_last() -> None:
-        rngs = gather(rng_state(), world)
-        if world.main:
-            save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "schedule": schedule.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-                         "ema": ema.state_dict() if ema else None, "state": vars(state).copy(), "rng": rngs,
-                         "config": json.loads(json.dumps(resolved))}, last)
-
-    def out_of_budget() -> bool:
-        return budget.stop(state.iteration)
-
-    def _epochs():
-        evaluation = None
-        while state.epoch < cfg["epochs"] and not out_of_budget():
-            train_set.epoch = state.epoch
-            batches = EpochBatches(train_set, data["batch_size"], seed=cfg["seed"], epoch=state.epoch, shuffle=True,
-                                   group_aspect_ratio=data["group_aspect_ratio"], world=world, start=state.batch)
-            bar.set_description(f"epoch {state.epoch + 1}/{cfg['epochs']}")
-            skipped = train_one_epoch(
-                net, loader(train_set, batches, data["workers"], cfg["seed"] + state.epoch), optimizer, schedule,
-                device=device_type, state=state, scaler=scaler, ema=ema, clip_grad_norm=cfg["clip_grad_norm"], log=log,
-                log_every=cfg["log_every"], checkpoint=save_last, checkpoint_every=cfg["checkpoint_every"],
-                stop=out_of_budget, progress=bar, world=world)
-            skipped = [i for part in gather(skipped, world) for i in part]  # every process's, reported by one
-            if skipped and world.main:
-                paths = [str(train_set.index.records[i].path) for i in skipped[:3]]
-                bar.write(f"epoch {state.epoch + 1}: {len(skipped)} unreadable images skipped: {paths}")
-                log.write({"epoch": state.epoch + 1, "skipped_images": len(skipped)}, state.iteration)
-            finished_epoch = state.batch >= len(batches) + batches.start
-            if finished_epoch:
-                state.epoch, state.batch = state.epoch + 1, 0
-            sync_buffers(model, world)  # one model everywhere before evaluating and saving
-            if budget.interrupted:  # Ctrl-C or SIGTERM: save where the run is, evaluate nothing
-                save_last()
-                raise Interrupted(f"interrupted after step {state.iteration}: {last} holds it; continue with --resume")
-            at_end = state.epoch >= cfg["epochs"] or out_of_budget()
-            if val_set is not None and (at_end or (finished_epoch and state.epoch % cfg["eval_every"] == 0)):
-                evaluation, _ = evaluate_model(ema.module if ema else model, val_set, device=device, world=world,
-                                               batch_size=data["batch_size"], workers=data["workers"])
-                model.train()
-                stats = evaluation.stats if evaluation else {}
-                state.history.append({"epoch": state.epoch, "iteration": state.iteration, **stats})
-                log.write({"epoch": state.epoch, "iteration": state.iteration, **{f"val/{k}": v for k, v in stats.items()}},
-                          state.iteration)
-                if world.main:
-                    bar.write(f"epoch {state.epoch}: val AP {stats.get('AP', -1):.3f}, AP50 {stats.get('AP50', -1):.3f}")
-                if stats and stats["AP"] > state.best_ap:
-                    state.best_ap = stats["AP"]
-                    if world.main:
-                        weights = (ema.module if ema else model).state_dict()
-                        save_atomic({"model": weights, "state": vars(state).copy(),
-                                     "config": json.loads(json.dumps(resolved))}, best)
-            save_last()
-        return evaluation
-
-    bar = tqdm(total=total_steps, initial=state.iteration, desc="training", unit="step", dynamic_ncols=True,
-               disable=not (progress and world.main))
+    budget = Budget(world, max_iters=cfg["max_iters"], time_limit_min=cfg["time_limit_min"], device=run.device)
+    bar = tqdm(total=cfg["max_iters"] or training.steps_per_epoch * cfg["epochs"], initial=training.state.iteration,
+               desc="training", unit="step", dynamic_ncols=True, disable=not (progress and world.main))
+    evaluation = None
     try:
         with budget:
-            evaluation = _epochs()
+            while training.state.epoch < cfg["epochs"] and not budget.stop(training.state.iteration):
+                finished_epoch = run_epoch(training, log, bar, budget)
+                sync_buffers(run.model, world)  # one model everywhere before evaluating and saving
+                if budget.interrupted:  # Ctrl-C or SIGTERM: save where the run is, evaluate nothing
+                    save_last(training)
+                    raise Interrupted(f"interrupted after step {training.state.iteration}: {training.last} holds it; "
+                                      "continue with --resume")
+                at_end = training.state.epoch >= cfg["epochs"] or budget.stop(training.state.iteration)
+                due = at_end or (finished_epoch and training.state.epoch % cfg["eval_every"] == 0)
+                if run.val_set is not None and due:
+                    evaluation = evaluate_and_keep_best(training, log, bar)
+                save_last(training)
     except RuntimeError as error:
         if "find_unused_parameters" in str(error) and not cfg["find_unused_parameters"]:
             raise ValueError("this model has trainable parameters that a training step does not use, which DDP "
@@ -373,8 +279,143 @@ def train(config: Mapping, *, resume: bool = False, progress: bool = True) -> Ru
         barrier(world)
         shutdown(world)
     if budget.over_time and world.main:
-        print(f"stopped by train.time_limit_min ({cfg['time_limit_min']:g} min) at step {state.iteration} "
-              f"of {steps_per_epoch * cfg['epochs']}")
-    return RunResult(out, last, best if best.is_file() else None, state, evaluation, main=world.main)
+        print(f"stopped by train.time_limit_min ({cfg['time_limit_min']:g} min) at step {training.state.iteration} "
+              f"of {training.steps_per_epoch * cfg['epochs']}")
+    best = training.best if training.best.is_file() else None
+    return RunResult(out, training.last, best, training.state, evaluation, main=world.main)
 
 
+# ------------------------------------------------------------------------------ the steps of a run
+
+
+def seed_process(cfg: Mapping, world: World) -> None:
+    """Threads, determinism and the random generators of this process (seed + rank: each
+    process draws its own augmentations; the model's initial weights come from the seed alone)."""
+    if cfg["threads"]:
+        torch.set_num_threads(int(cfg["threads"]))
+    if cfg["deterministic"]:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    torch.manual_seed(cfg["seed"] + world.rank)
+    np.random.seed(cfg["seed"] + world.rank)
+    random.seed(cfg["seed"] + world.rank)
+
+
+def open_run_folder(out: Path, resolved: Mapping, world: World) -> None:
+    """The run folder with the resolved config.yaml, rid of partial checkpoints a kill left (main process)."""
+    if not world.main:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    stale = remove_stale_temporaries(out)
+    if stale:
+        print(f"removed {len(stale)} partial checkpoint files left in {out} by a run killed while saving")
+    save_config(resolved, out / "config.yaml")
+
+
+def setup(run: Prepared, resolved: dict, out: Path, world: World) -> Training:
+    """Optimizer, schedule, AMP, EMA and DDP around the prepared model."""
+    cfg, data = resolved["train"], resolved["data"]
+    model = run.model
+    if cfg["sync_bn"] and world.size > 1:
+        model = run.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    steps_per_epoch = len(epoch_batches(run.train_set, resolved, world, epoch=0))
+    if steps_per_epoch == 0:
+        raise ValueError(f"data.train has {len(run.train_set)} images: too few for one batch per process "
+                         f"({world.size} processes)")
+    optimizer = build_optimizer(cfg["optimizer"], model)
+    schedule = build_schedule(cfg["schedule"], optimizer, steps_per_epoch, cfg["epochs"])
+    cuda = run.device.startswith("cuda")
+    scaler = torch.amp.GradScaler("cuda") if cfg["amp"] and cuda else None
+    ema = None
+    if cfg["ema"]:
+        decay = float(cfg["ema"].get("decay", 0.9998))
+        # use_buffers: BatchNorm statistics are averaged too, so the averaged model can be evaluated
+        ema = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True)
+    net = model
+    if world.size > 1:
+        # every detkit model uses all its trainable parameters in every step (tests/engine/test_ddp.py),
+        # so DDP need not search the graph for unused ones after each backward
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[world.local_rank] if cuda else None, find_unused_parameters=cfg["find_unused_parameters"])
+    return Training(run, world, out, resolved, net, optimizer, schedule, scaler, ema, steps_per_epoch)
+
+
+def epoch_batches(dataset, config: Mapping, world: World, *, epoch: int, start: int = 0) -> EpochBatches:
+    data = config["data"]
+    return EpochBatches(dataset, data["batch_size"], seed=config["train"]["seed"], epoch=epoch, shuffle=True,
+                        group_aspect_ratio=data["group_aspect_ratio"], world=world, start=start)
+
+
+def restore(training: Training) -> None:
+    """Continue exactly where ``last.pth`` stopped: weights, optimizer, schedule, scaler, EMA,
+    where the run is and this process's random generators."""
+    if not training.last.is_file():
+        raise ValueError(f"--resume: no checkpoint to resume from at {training.last}")
+    saved = load_weights(training.last, "--resume")
+    training.run.model.load_state_dict(saved["model"])
+    training.optimizer.load_state_dict(saved["optimizer"])
+    training.schedule.load_state_dict(saved["schedule"])
+    if training.scaler is not None and saved.get("scaler"):
+        training.scaler.load_state_dict(saved["scaler"])
+    if training.ema is not None and saved.get("ema"):
+        training.ema.load_state_dict(saved["ema"])
+    training.state = RunState(**saved["state"])
+    rank = training.world.rank
+    set_rng_state(saved["rng"][rank] if isinstance(saved["rng"], list) else saved["rng"])
+
+
+def run_epoch(training: Training, log: MetricsLog, bar, budget: Budget) -> bool:
+    """The rest of the current epoch (from ``state.batch``); reports the unreadable images
+    of every process; returns whether the epoch finished (not cut by the budget)."""
+    run, state, world, cfg = training.run, training.state, training.world, training.resolved["train"]
+    run.train_set.epoch = state.epoch
+    batches = epoch_batches(run.train_set, training.resolved, world, epoch=state.epoch, start=state.batch)
+    bar.set_description(f"epoch {state.epoch + 1}/{cfg['epochs']}")
+    skipped = train_one_epoch(
+        training.net, loader(run.train_set, batches, training.resolved["data"]["workers"], cfg["seed"] + state.epoch),
+        training.optimizer, training.schedule, device="cuda" if run.device.startswith("cuda") else "cpu", state=state,
+        scaler=training.scaler, ema=training.ema, clip_grad_norm=cfg["clip_grad_norm"], log=log,
+        log_every=cfg["log_every"], checkpoint=lambda: save_last(training), checkpoint_every=cfg["checkpoint_every"],
+        stop=lambda: budget.stop(state.iteration), progress=bar, world=world)
+    skipped = [i for part in gather(skipped, world) for i in part]  # every process's, reported by one
+    if skipped and world.main:
+        paths = [str(run.train_set.index.records[i].path) for i in skipped[:3]]
+        bar.write(f"epoch {state.epoch + 1}: {len(skipped)} unreadable images skipped: {paths}")
+        log.write({"epoch": state.epoch + 1, "skipped_images": len(skipped)}, state.iteration)
+    finished = state.batch >= len(batches) + batches.start
+    if finished:
+        state.epoch, state.batch = state.epoch + 1, 0
+    return finished
+
+
+def evaluate_and_keep_best(training: Training, log: MetricsLog, bar):
+    """COCO evaluation of the (averaged) model on data.val, logged; best.pth when AP improved."""
+    run, state, world = training.run, training.state, training.world
+    data = training.resolved["data"]
+    evaluation, _ = evaluate_model(training.averaged, run.val_set, device=run.device, world=world,
+                                   batch_size=data["batch_size"], workers=data["workers"])
+    run.model.train()
+    stats = evaluation.stats if evaluation else {}
+    state.history.append({"epoch": state.epoch, "iteration": state.iteration, **stats})
+    log.write({"epoch": state.epoch, "iteration": state.iteration, **{f"val/{k}": v for k, v in stats.items()}},
+              state.iteration)
+    if world.main:
+        bar.write(f"epoch {state.epoch}: val AP {stats.get('AP', -1):.3f}, AP50 {stats.get('AP50', -1):.3f}")
+    if stats and stats["AP"] > state.best_ap:
+        state.best_ap = stats["AP"]
+        if world.main:
+            save_atomic({"model": training.averaged.state_dict(), "state": vars(state).copy(),
+                         "config": json.loads(json.dumps(training.resolved))}, training.best)
+    return evaluation
+
+
+def save_last(training: Training) -> None:
+    """``last.pth``: everything ``restore`` needs, every process's random generators included."""
+    rngs = gather(rng_state(), training.world)
+    if training.world.main:
+        save_atomic({"model": training.run.model.state_dict(), "optimizer": training.optimizer.state_dict(),
+                     "schedule": training.schedule.state_dict(),
+                     "scaler": training.scaler.state_dict() if training.scaler else None,
+                     "ema": training.ema.state_dict() if training.ema else None, "state": vars(training.state).copy(),
+                     "rng": rngs, "config": json.loads(json.dumps(training.resolved))}, training.last)

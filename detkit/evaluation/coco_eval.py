@@ -259,6 +259,15 @@ def evaluate(
     )
 
 
+def evaluate_file(gt: str | Path, predictions: str | Path, *, backend: str = "auto") -> CocoEvaluation:
+    """``detkit eval --gt GT --predictions R``: a COCO results file against a COCO instances json,
+    the ground truth read and checked as a dataset (each bad annotation named by its id)."""
+    from detkit.data.coco import load_coco
+
+    index = load_coco(gt, images=False)
+    return evaluate(index, load_results(predictions, index.coco), backend=backend)
+
+
 def _choose(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")

@@ -10,7 +10,7 @@
 from detkit.models.batchnorm import recalibrate_batchnorm
 from detkit.models.build import build_backbone, build_model, build_neck
 from detkit.models.detectors.faster_rcnn import FasterRCNN
-from detkit.models.detectors.retinanet import DenseDetector
+from detkit.models.detectors.dense import DenseDetector
 from detkit.models.torchvision_compat import from_torchvision, to_torchvision
 
 __all__ = ["DenseDetector", "FasterRCNN", "build_backbone", "build_model", "build_neck", "from_torchvision",

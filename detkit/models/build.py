@@ -26,7 +26,8 @@ from detkit.models.anchors import AnchorGenerator, DefaultBoxes, octave_sizes
 from detkit.models.backbones.base import ShapeSpec
 from detkit.models.backbones.resnet import ResNet
 from detkit.models.detectors.faster_rcnn import FasterRCNN, FasterRCNNCriterion
-from detkit.models.detectors.retinanet import DenseCriterion, DenseDetector
+from detkit.models.detectors.dense import DenseCriterion, DenseDetector
+from detkit.models.detectors.efficientdet import EFFICIENTDET_SCALING, efficientdet_parts
 from detkit.models.detectors.ssd import SSD, SSD300_TRANSFORM, SSDCriterion
 from detkit.models.detectors.yolo import LETTERBOX_416, YOLO, YOLOV3_ANCHORS, YOLOCriterion
 from detkit.models.heads.dense_heads import EfficientDetHead, RetinaHead
@@ -37,7 +38,7 @@ from detkit.models.heads.ssd_head import SSDHead
 from detkit.models.heads.yolo_head import YOLOHead
 from detkit.models.necks.fpn import FPN
 from detkit.models.transform import DetectionTransform
-from detkit.ops import build_suppressor
+from detkit.ops import Suppressor, build_suppressor
 
 
 def _split(config: Mapping[str, Any] | None, where: str, kinds: Mapping[str, Any]) -> tuple[str, dict]:
@@ -121,6 +122,13 @@ def build_neck(config: Mapping[str, Any] | None, in_shapes: Mapping[str, ShapeSp
     return _call(NECKS[kind](), arguments, where, in_shapes=in_shapes)
 
 
+def build_postprocess(config: Mapping[str, Any] | None, where: str = "model.postprocess") -> Suppressor | None:
+    """The suppressor of a ``postprocess`` key (``{type: soft_nms, sigma: 0.5}``): the one place a
+    suppressor is made from config. None when the key is absent or empty: the detector's
+    constructor then uses its own default (NMS at the threshold of its paper)."""
+    return build_suppressor(config, where=where) if config else None
+
+
 def default_anchor_sizes(levels: list[str], shapes: Mapping[str, ShapeSpec]) -> list[tuple[float, ...]]:
     """Ren et al.'s 3 sizes per cell: (128, 256, 512) on a single level; on a pyramid, 3
     octave sizes per level from 8x its stride (32 px on P2 ... 512 px on P6)."""
@@ -131,8 +139,11 @@ def default_anchor_sizes(levels: list[str], shapes: Mapping[str, ShapeSpec]) -> 
 
 def build_rpn(config: Mapping[str, Any] | None, shapes: Mapping[str, ShapeSpec], where: str = "model.rpn") -> RPN:
     """Keys: in_levels, anchor_sizes (per level; default ``default_anchor_sizes``),
-    aspect_ratios (default 0.5, 1, 2), head_depth, head_norm, and RPN's own arguments."""
+    aspect_ratios (default 0.5, 1, 2), head_depth, head_norm, postprocess, and RPN's own arguments."""
     config = dict(config or {})
+    if "suppressor" in config:
+        raise ValueError(f"{where}.suppressor is now {where}.postprocess (every suppressor is configured as "
+                         "postprocess), e.g. postprocess: {type: nms, iou_threshold: 0.7}")
     levels = _head_levels(config.pop("in_levels", None), shapes, where)
     sizes = config.pop("anchor_sizes", None) or default_anchor_sizes(levels, shapes)
     ratios = config.pop("aspect_ratios", None) or (0.5, 1.0, 2.0)
@@ -144,16 +155,15 @@ def build_rpn(config: Mapping[str, Any] | None, shapes: Mapping[str, ShapeSpec],
     if len(channels) != 1:
         raise ValueError(f"{where}.in_levels: the shared head needs equal channels, got {channels}")
     head = RPNHead(channels.pop(), counts.pop(), depth=config.pop("head_depth", 1), norm=config.pop("head_norm", False))
-    suppressor = build_suppressor(config.pop("suppressor", None) or {"type": "nms", "iou_threshold": 0.7},
-                                  where=f"{where}.suppressor")
-    return _call(RPN, config, where, anchors=anchors, head=head, in_levels=levels, suppressor=suppressor)
+    postprocess = build_postprocess(config.pop("postprocess", None), f"{where}.postprocess")
+    return _call(RPN, config, where, anchors=anchors, head=head, in_levels=levels, postprocess=postprocess)
 
 
 BOX_HEADS = {"two_mlp": TwoMLPHead, "conv_fc": ConvFCHead}
 
 
 def build_roi_heads(config: Mapping[str, Any] | None, shapes: Mapping[str, ShapeSpec], num_classes: int,
-                    suppressor: Mapping | None, where: str = "model.roi_heads") -> RoIHeads:
+                    postprocess: Suppressor | None, where: str = "model.roi_heads") -> RoIHeads:
     """Keys: in_levels, resolution (7), sampling_ratio (2), box_head ({type: two_mlp |
     conv_fc, ...}), density_head (bool), and RoIHeads' own arguments."""
     config = dict(config or {})
@@ -169,7 +179,7 @@ def build_roi_heads(config: Mapping[str, Any] | None, shapes: Mapping[str, Shape
     density = DensityHead(box_head.out_features) if config.pop("density_head", False) else None
     predictor = FastRCNNPredictor(box_head.out_features, num_classes + 1)
     return _call(RoIHeads, config, where, roi_pool=pool, box_head=box_head, predictor=predictor,
-                 density_head=density, suppressor=suppressor)
+                 density_head=density, postprocess=postprocess)
 
 
 def _head_levels(levels: list[str] | None, shapes: Mapping[str, ShapeSpec], where: str) -> list[str]:
@@ -203,8 +213,7 @@ def build_faster_rcnn(config: Mapping[str, Any], where: str = "model") -> Faster
     neck = build_neck(config.get("neck", {"type": "fpn"}), backbone.out_shapes, f"{where}.neck")
     shapes = neck.out_shapes if neck is not None else backbone.out_shapes
     rpn = build_rpn(config.get("rpn"), shapes, f"{where}.rpn")
-    postprocess = build_suppressor(config.get("postprocess") or {"type": "nms", "iou_threshold": 0.5},
-                                   where=f"{where}.postprocess")
+    postprocess = build_postprocess(config.get("postprocess"), f"{where}.postprocess")
     roi_heads = build_roi_heads(config.get("roi_heads"), shapes, num_classes, postprocess, f"{where}.roi_heads")
     transform = _call(DetectionTransform, config.get("transform") or {}, f"{where}.transform")
     criterion = _call(FasterRCNNCriterion, config.get("criterion") or {}, f"{where}.criterion")
@@ -243,12 +252,11 @@ def _dense_common(config: dict, where: str, defaults: dict, head_factory) -> Den
         raise ValueError(f"{where}.in_levels: the shared head needs equal channels, got {channels}")
     head = head_factory(channels.pop(), anchors.num_anchors()[0], num_classes, dict(config.get("head") or {}),
                         len(levels))
-    postprocess = build_suppressor(config.get("postprocess") or {"type": "nms", "iou_threshold": 0.5},
-                                   where=f"{where}.postprocess")
+    postprocess = build_postprocess(config.get("postprocess"), f"{where}.postprocess")
     transform = _call(DetectionTransform, config.get("transform") or {}, f"{where}.transform")
     criterion = _call(DenseCriterion, config.get("criterion") or {}, f"{where}.criterion")
     fixed = {k: config[k] for k in ("score_threshold", "top_k", "detections_per_image") if k in config}
-    return DenseDetector(backbone, neck, head, anchors, levels, transform, criterion, suppressor=postprocess,
+    return DenseDetector(backbone, neck, head, anchors, levels, transform, criterion, postprocess=postprocess,
                          class_names=config.get("class_names"), name=name, **fixed)
 
 
@@ -270,22 +278,11 @@ def build_retinanet(config: Mapping[str, Any], where: str = "model") -> DenseDet
 def build_efficientdet(config: Mapping[str, Any], where: str = "model") -> DenseDetector:
     """EfficientDet-D0..D7 (``scale: d0``): EfficientNet + BiFPN + EfficientDetHead, focal loss
     with gamma 1.5 and smooth-L1 (beta 0.1) on the offsets, input resized to the scale's size."""
-    from detkit.models.necks.bifpn import EFFICIENTDET_SCALING
-
     scale = str(config.get("scale", "d0"))
     if scale not in EFFICIENTDET_SCALING:
         raise unknown_choice(scale, EFFICIENTDET_SCALING, f"{where}.scale", "scale")
     rule = EFFICIENTDET_SCALING[scale]
-    size = rule["image_size"]
-    defaults = {
-        "name": "efficientdet",
-        "backbone": {"type": "efficientnet", "variant": rule["backbone"], "out_levels": ["C3", "C4", "C5"]},
-        "neck": {"type": "bifpn", "width": rule["width"], "repeats": rule["repeats"],
-                 **({"attention": rule["attention"]} if "attention" in rule else {})},
-        "criterion": {"gamma": 1.5, "box_loss": "smooth_l1", "box_beta": 0.1},
-        "transform": {"min_size": size, "max_size": size, "size_divisible": 128},  # P7: stride 128
-        "detections_per_image": 100,
-    }
+    defaults = {"name": "efficientdet", **efficientdet_parts(scale)}
 
     def head(channels, anchors, classes, arguments, levels):
         arguments.setdefault("depth", rule["head_depth"])
@@ -322,11 +319,10 @@ def build_ssd(config: Mapping[str, Any], where: str = "model") -> SSD:
     transform = None
     if config.get("transform"):
         transform = _call(DetectionTransform, {**SSD300_TRANSFORM, **config["transform"]}, f"{where}.transform")
-    postprocess = config.get("postprocess") or {"type": "nms", "iou_threshold": 0.45}
-    build_suppressor(postprocess, where=f"{where}.postprocess")
+    postprocess = build_postprocess(config.get("postprocess"), f"{where}.postprocess")
     criterion = _call(SSDCriterion, config.get("criterion") or {}, f"{where}.criterion")
     fixed = {k: config[k] for k in ("score_threshold", "top_k", "detections_per_image") if k in config}
-    return SSD(backbone, head, anchors, levels, transform, criterion, neck=neck, suppressor=postprocess,
+    return SSD(backbone, head, anchors, levels, transform, criterion, neck=neck, postprocess=postprocess,
                class_names=config.get("class_names"), **fixed)
 
 
@@ -352,11 +348,10 @@ def build_yolo(config: Mapping[str, Any], where: str = "model") -> YOLO:
     transform = None
     if config.get("transform"):
         transform = _call(DetectionTransform, {**LETTERBOX_416, **config["transform"]}, f"{where}.transform")
-    postprocess = config.get("postprocess") or {"type": "nms", "iou_threshold": 0.45}
-    build_suppressor(postprocess, where=f"{where}.postprocess")
+    postprocess = build_postprocess(config.get("postprocess"), f"{where}.postprocess")
     criterion = _call(YOLOCriterion, config.get("criterion") or {}, f"{where}.criterion")
     fixed = {k: config[k] for k in ("score_threshold", "top_k", "detections_per_image") if k in config}
-    return YOLO(backbone, neck, head, anchors, levels, transform, criterion, suppressor=postprocess,
+    return YOLO(backbone, neck, head, anchors, levels, transform, criterion, postprocess=postprocess,
                 class_names=config.get("class_names"), **fixed)
 
 

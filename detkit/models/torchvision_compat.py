@@ -9,7 +9,7 @@ dict back in torchvision's names, loadable into ``torchvision.models.detection.<
     import torchvision
     sd = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights="DEFAULT").state_dict()
     model = detkit.models.from_torchvision("fasterrcnn_resnet50_fpn", sd)
-    model.set_postprocess({"type": "soft_nms"})   # torchvision's COCO model with Soft-NMS
+    model.set_postprocess(detkit.ops.Suppressor("soft_nms"))   # torchvision's COCO model with Soft-NMS
 
 torchvision's COCO models have 91 classes with 0 the background and 1..90 COCO's category
 ids (some unused): detkit's Faster R-CNN and SSD labels are the class index minus one, so a detkit
@@ -26,6 +26,7 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
+from detkit.checkpoints import load_checked
 from detkit.models.build import build_faster_rcnn, build_model
 
 # (torchvision key pattern, detkit replacement), applied in order; the inverse table is derived
@@ -200,20 +201,3 @@ def _torchvision_keys(name: str, model: nn.Module) -> list[str]:
     if norm == "frozen":  # FrozenBatchNorm2d has no num_batches_tracked
         keys = [k for k in keys if not (k.startswith("backbone.body.") and k.endswith("num_batches_tracked"))]
     return keys
-
-
-def load_checked(model: nn.Module, state_dict: Mapping[str, Tensor], where: str) -> None:
-    """``model.load_state_dict(state_dict)``, failing with the keys that do not fit, named."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    wrong = [f"{k} {list(v.shape)} (expected {list(own[k].shape)})" for k, v in state_dict.items()
-             if k in own and v.shape != own[k].shape]
-    if missing or unexpected or wrong:
-        parts = []
-        for title, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
-            if keys:
-                parts.append(f"{len(keys)} {title}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}")
-        raise ValueError(f"{where}: the weights do not fit this model: {'; '.join(parts)}")
-    with torch.no_grad():
-        model.load_state_dict(state_dict)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -494,16 +495,48 @@ class Suppressor:
 
     ``keep`` indexes the input boxes in descending final score, ``scores`` are the final
     scores of the kept boxes (rescored by the soft variants). Boxes of different labels
-    never interact unless ``class_agnostic``.
+    never interact unless ``class_agnostic``. An option left out takes its default
+    (``SUPPRESSORS``), so ``Suppressor("soft_nms", {"method": "linear"})`` is complete; a
+    config mapping becomes one through ``build_suppressor``, which names the config key of a
+    mistake. A suppressor is a value: equal configurations compare equal.
     """
 
     type: str
-    options: dict = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
     class_agnostic: bool = False
+
+    def __post_init__(self) -> None:
+        if self.type not in SUPPRESSORS:
+            raise ValueError(f"Suppressor: {_unknown(self.type, SUPPRESSORS)}")
+        if not isinstance(self.class_agnostic, bool):
+            raise ValueError(f"Suppressor: class_agnostic must be true or false, got {self.class_agnostic!r}")
+        spec = SUPPRESSORS[self.type]
+        given = dict(self.options or {})
+        for key in given:
+            if key not in spec.defaults:
+                raise ValueError(f"Suppressor.{key}: {_unknown(key, spec.defaults, what=f'option of {self.type}')}")
+        options = {**spec.defaults, **given}
+        _check_options(self.type, options, "Suppressor")
+        object.__setattr__(self, "options", MappingProxyType(options))  # read-only: checked once, stays so
+
+    def __hash__(self) -> int:
+        return hash((self.type, tuple(sorted(self.options.items())), self.class_agnostic))
+
+    def __reduce__(self):  # copies and pickles (a model's deepcopy for EMA) rebuild it from plain values
+        return type(self), (self.type, dict(self.options), self.class_agnostic)
 
     @property
     def needs_densities(self) -> bool:
         return SUPPRESSORS[self.type].needs_densities
+
+    def config(self) -> dict:
+        """The mapping ``build_suppressor`` makes this suppressor from (every option spelled out)."""
+        return {"type": self.type, **self.options, **({"class_agnostic": True} if self.class_agnostic else {})}
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"Suppressor({self.type!r}{', ' + options if options else ''}" + \
+            (", class_agnostic=True)" if self.class_agnostic else ")")
 
     def __call__(
         self, boxes: Tensor, scores: Tensor, labels: Tensor, densities: Tensor | None = None
@@ -522,7 +555,8 @@ def build_suppressor(config: Mapping[str, Any] | Suppressor, where: str = "suppr
 
     Args:
         config: ``{"type": name, **options}``, optionally ``class_agnostic: bool``. ``type``
-            is one of ``SUPPRESSORS``; each option left out takes its default.
+            is one of ``SUPPRESSORS``; each option left out takes its default. A
+            ``Suppressor`` is returned as it is.
         where: the config key the mapping came from, named in error messages.
 
     Raises:
@@ -546,9 +580,8 @@ def build_suppressor(config: Mapping[str, Any] | Suppressor, where: str = "suppr
     for key in config:
         if key not in spec.defaults:
             raise ValueError(f"{where}.{key}: {_unknown(key, spec.defaults, what=f'option of {kind}')}")
-    options = {**spec.defaults, **config}
-    _check_options(kind, options, where)
-    return Suppressor(kind, options, class_agnostic)
+    _check_options(kind, {**spec.defaults, **config}, where)  # here, to name the config key
+    return Suppressor(kind, config, class_agnostic)
 
 
 def _check_options(kind: str, options: dict, where: str) -> None:

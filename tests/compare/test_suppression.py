@@ -114,15 +114,14 @@ def test_re_suppressed_raw_candidates_are_the_detectors_own_detections(images, c
         assert torch.equal(det["labels"], again[image_id]["labels"])
         assert torch.allclose(det["boxes"], again[image_id]["boxes"]) and torch.allclose(det["scores"],
                                                                                          again[image_id]["scores"])
-    owner = model.roi_heads if hasattr(model, "roi_heads") else model
-    assert owner.suppress.type != "none" and owner.detections_per_image == cap  # restored after the read-out
+    assert model.postprocess.type != "none" and model.detections_per_image == cap  # restored after the read-out
 
 
 def test_raw_candidates_restores_the_model_on_error():
     model = build_model({"type": "retinanet", **SMALL, "backbone": {**SMALL["backbone"], "out_levels": ["C3", "C4", "C5"]},
                          "neck": {"type": "fpn", "out_channels": 16, "extra": "p6p7"}})
-    before = (model.suppress, model.detections_per_image)
+    before = (model.postprocess, model.detections_per_image)
     with pytest.raises(RuntimeError), raw_candidates(model) as cap:
-        assert model.suppress.type == "none" and cap == before[1]
+        assert model.postprocess.type == "none" and cap == before[1]
         raise RuntimeError("boom")
-    assert (model.suppress, model.detections_per_image) == before
+    assert (model.postprocess, model.detections_per_image) == before

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from detkit.data import boxes_to_original, build_transforms, eval_transforms, train_transforms
+from detkit.data.transforms import PAD_FILL
 
 
 def scene(seed):
@@ -109,3 +110,17 @@ def test_config_errors():
     with pytest.raises(ValueError, match="choose one of resize, size and letterbox"):
         eval_transforms(resize=(800, 1333), letterbox=640)
     assert "HorizontalFlip" in repr(build_transforms({"hflip": 0.5}, train=True))
+
+
+def test_letterbox_pads_right_and_bottom_as_the_model_transform_does():
+    """One letterbox convention: the image at the top-left, the padding right and bottom."""
+    from detkit.models.transform import DetectionTransform
+
+    image = np.full((60, 120, 3), 200, np.uint8)
+    out, boxes, _, _, affine = eval_transforms(letterbox=240)(image, np.array([[10.0, 20.0, 30.0, 40.0]]), [0], [False])
+    assert out.shape == (240, 240, 3) and affine == (2.0, 2.0, 0.0, 0.0)
+    assert (out[:120] == 200).all() and (out[120:] == PAD_FILL).all()  # the image on top, grey below
+    np.testing.assert_allclose(boxes, [[20.0, 40.0, 60.0, 80.0]])
+    model = DetectionTransform(min_size=240, max_size=240, size_divisible=240).eval()
+    batch, _ = model([torch.full((3, 60, 120), 200 / 255.0)])
+    assert batch.tensors.shape[-2:] == (240, 240) and batch.image_sizes == [(120, 240)]  # top-left, padded below

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from detkit.models.backbones.base import ShapeSpec
-from detkit.models.necks.bifpn import EFFICIENTDET_SCALING, BiFPN, Fusion
+from detkit.models.detectors.efficientdet import EFFICIENTDET_SCALING
+from detkit.models.necks.bifpn import BiFPN, Fusion
 
 EFFICIENTNET_B0 = (40, 112, 320)  # C3..C5 channels
 RESNET50 = (512, 1024, 2048)

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from detkit.config import load_config
 from detkit.models import build_model, recalibrate_batchnorm
-from detkit.models.detectors.retinanet import DenseCriterion
+from detkit.models.detectors.dense import DenseCriterion
+from detkit.ops import build_suppressor
 from tests.conftest import REPO
 from tests.models.conftest import overfit
 
@@ -163,7 +164,7 @@ def test_densities_flow_into_adaptive_nms():
 
     def count(postprocess, density_bias):
         model.head.density.out.bias.data.fill_(density_bias)
-        model.set_postprocess(postprocess)
+        model.set_postprocess(build_suppressor(postprocess))
         with torch.no_grad():
             detection = model(images)[0]
         assert torch.allclose(detection["densities"], torch.sigmoid(torch.tensor(density_bias)), atol=0.05)
@@ -175,7 +176,7 @@ def test_densities_flow_into_adaptive_nms():
     # a dense crowd everywhere (d ~ 0.99): only near-duplicates are suppressed, so far more survive
     assert count({"type": "adaptive_nms", "iou_threshold": 0.5}, 5.0) > 2 * hard
     with pytest.raises(ValueError, match="adaptive_nms needs densities: enable the density head"):
-        build_model(TINY_RETINANET).set_postprocess({"type": "adaptive_nms"})
+        build_model(TINY_RETINANET).set_postprocess(build_suppressor({"type": "adaptive_nms"}))
 
 
 @pytest.mark.parametrize("kind", ["retinanet", "efficientdet"])

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from detkit.models import build_model
+from detkit.ops import build_suppressor
 from tests.models.conftest import ap50
 
 TINY = {
@@ -79,11 +80,11 @@ def test_postprocess_is_swapped_without_retraining(trained, handful):
     model.eval()
     with torch.no_grad():
         hard = model(images)
-        model.set_postprocess({"type": "soft_nms", "method": "gaussian", "score_threshold": 0.01})
+        model.set_postprocess(build_suppressor({"type": "soft_nms", "method": "gaussian", "score_threshold": 0.01}))
         soft = model(images)
-        model.set_postprocess({"type": "adaptive_nms", "iou_threshold": 0.5})
+        model.set_postprocess(build_suppressor({"type": "adaptive_nms", "iou_threshold": 0.5}))
         adaptive = model(images)
-        model.set_postprocess({"type": "nms", "iou_threshold": 0.5})
+        model.set_postprocess(build_suppressor({"type": "nms", "iou_threshold": 0.5}))
     assert sum(len(d["boxes"]) for d in soft) > sum(len(d["boxes"]) for d in hard)  # Soft-NMS keeps decayed boxes
     for d in adaptive:  # densities came from the density head, in [0, 1]
         assert "densities" in d and d["densities"].shape == d["scores"].shape
@@ -94,7 +95,7 @@ def test_adaptive_nms_receives_the_densities(trained, handful, monkeypatch):
     model, _, _ = trained
     _, images, _ = handful
     model = copy.deepcopy(model).eval()
-    model.set_postprocess({"type": "adaptive_nms"})
+    model.set_postprocess(build_suppressor({"type": "adaptive_nms"}))
     seen = []
     import detkit.ops.suppression as suppression
 
@@ -113,7 +114,7 @@ def test_adaptive_nms_receives_the_densities(trained, handful, monkeypatch):
 def test_adaptive_nms_without_a_density_head_is_refused():
     model = build_model(TINY)
     with pytest.raises(ValueError, match="postprocess: adaptive_nms needs densities: enable the density head"):
-        model.set_postprocess({"type": "adaptive_nms"})
+        model.set_postprocess(build_suppressor({"type": "adaptive_nms"}))
 
 
 def test_config_errors_name_the_key():
@@ -125,3 +126,33 @@ def test_config_errors_name_the_key():
         build_model({**TINY, "num_classes": 0})
     with pytest.raises(ValueError, match=r"model.postprocess.type: unknown type 'nsm'; did you mean 'nms'\?"):
         build_model({**TINY, "postprocess": {"type": "nsm"}})
+
+
+def test_every_suppressor_of_the_model_is_configured_as_postprocess():
+    from detkit.ops import Suppressor
+
+    model = build_model({**TINY, "rpn": {**TINY["rpn"], "postprocess": {"type": "soft_nms", "method": "linear"}},
+                         "postprocess": {"type": "diou_nms", "iou_threshold": 0.6}, "roi_heads": {
+                             **TINY["roi_heads"], "detections_per_image": 7}})
+    assert model.rpn.postprocess == Suppressor("soft_nms", {"method": "linear"})
+    assert model.postprocess == Suppressor("diou_nms", {"iou_threshold": 0.6}) and model.detections_per_image == 7
+    defaults = build_model(TINY)  # the constructors' defaults: Ren et al.'s 0.7 for proposals, 0.5 for detections
+    assert defaults.rpn.postprocess == Suppressor("nms", {"iou_threshold": 0.7})
+    assert defaults.postprocess == Suppressor("nms", {"iou_threshold": 0.5}) and defaults.detections_per_image == 100
+    defaults.set_postprocess(Suppressor("soft_nms"), cap=5)
+    assert defaults.roi_heads.postprocess.type == "soft_nms" and defaults.roi_heads.detections_per_image == 5
+    defaults.set_postprocess(Suppressor("nms"))  # the cap stays
+    assert defaults.detections_per_image == 5
+
+
+def test_the_old_rpn_suppressor_key_says_its_new_name():
+    with pytest.raises(ValueError, match=r"model.rpn.suppressor is now model.rpn.postprocess"):
+        build_model({**TINY, "rpn": {"suppressor": {"type": "nms", "iou_threshold": 0.7}}})
+
+
+def test_set_postprocess_takes_a_suppressor():
+    model = build_model(TINY)
+    with pytest.raises(ValueError, match=r"must be a detkit.ops.Suppressor, got dict"):
+        model.set_postprocess({"type": "soft_nms"})
+    with pytest.raises(ValueError, match=r"detections_per_image must be a positive integer, got 0"):
+        model.set_postprocess(build_suppressor({"type": "nms"}), cap=0)

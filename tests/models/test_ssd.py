@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from detkit.models import build_model
 from detkit.models.detectors.ssd import SSDCriterion
+from detkit.ops import build_suppressor
 from tests.models.conftest import overfit
 
 TINY_SSD = {  # SSD heads on ResNet-18 + FPN P3..P7, 128 px
@@ -72,11 +73,11 @@ def test_train_and_eval_on_mixed_sizes_give_the_common_output():
         h, w = image.shape[-2:]  # back in the image's own pixels
         assert (detection["boxes"][:, 2] <= w + 1e-3).all() and (detection["boxes"][:, 3] <= h + 1e-3).all()
         assert int(detection["labels"].min()) >= 0 and int(detection["labels"].max()) < 5
-    model.set_postprocess({"type": "soft_nms", "method": "linear"})
+    model.set_postprocess(build_suppressor({"type": "soft_nms", "method": "linear"}))
     with torch.no_grad():
         assert len(model(images[:1])[0]["boxes"]) == 200
     with pytest.raises(ValueError, match="adaptive_nms needs densities, which SSD does not predict"):
-        model.set_postprocess({"type": "adaptive_nms"})
+        model.set_postprocess(build_suppressor({"type": "adaptive_nms"}))
 
 
 def test_config_errors_name_the_key():

@@ -8,6 +8,7 @@ import torch
 
 from detkit.models import build_model
 from detkit.models.detectors.yolo import YOLO, assign
+from detkit.ops import build_suppressor
 from tests.models.conftest import overfit
 
 TINY_ANCHORS = [[[8, 8], [12, 20], [20, 12]], [[24, 24], [32, 48], [48, 32]], [[64, 64], [96, 64], [64, 96]]]
@@ -85,7 +86,7 @@ def test_train_and_eval_on_mixed_sizes_give_the_common_output():
         h, w = image.shape[-2:]  # in the image's own pixels, the letterbox padding removed
         assert (detection["boxes"][:, 2] <= w + 1e-3).all() and (detection["boxes"][:, 3] <= h + 1e-3).all()
     with pytest.raises(ValueError, match="adaptive_nms needs densities, which YOLO does not predict"):
-        model.set_postprocess({"type": "adaptive_nms"})
+        model.set_postprocess(build_suppressor({"type": "adaptive_nms"}))
 
 
 def test_config_errors_name_the_key():

@@ -96,3 +96,26 @@ def test_a_suppressor_is_a_value():
     a = build_suppressor({"type": "soft_nms", "sigma": 0.3})
     assert a == build_suppressor({"sigma": 0.3, "type": "soft_nms"})
     assert build_suppressor(a) is a
+
+
+def test_a_suppressor_made_directly_is_complete_checked_and_read_only():
+    import copy
+    import pickle
+
+    from detkit.ops import Suppressor
+
+    direct = Suppressor("soft_nms", {"method": "linear"})
+    assert direct == build_suppressor({"type": "soft_nms", "method": "linear"})
+    assert direct.options == {"method": "linear", "sigma": 0.5, "iou_threshold": 0.3, "score_threshold": 0.001}
+    assert Suppressor("nms", None) == Suppressor("nms") and Suppressor("nms").config() == {"type": "nms",
+                                                                                           "iou_threshold": 0.5}
+    assert build_suppressor(direct.config()) == direct and len({direct, copy.deepcopy(direct)}) == 1
+    assert pickle.loads(pickle.dumps(direct)) == direct
+    with pytest.raises(TypeError):
+        direct.options["sigma"] = 0.0  # checked once, so it cannot change afterwards
+    with pytest.raises(ValueError, match=r"Suppressor.sigm: unknown option of soft_nms 'sigm'; did you mean 'sigma'"):
+        Suppressor("soft_nms", {"sigm": 0.5})
+    with pytest.raises(ValueError, match=r"Suppressor: iou_threshold must be a finite number >= 0"):
+        Suppressor("nms", {"iou_threshold": -1})
+    with pytest.raises(ValueError, match=r"class_agnostic must be true or false, got 'yes'"):
+        Suppressor("nms", class_agnostic="yes")

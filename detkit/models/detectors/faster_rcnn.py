@@ -22,7 +22,7 @@ from detkit.models.heads.roi_heads import RoIHeads, RoIOutput, RoISamples
 from detkit.models.heads.rpn import RPN, RPNOutput
 from detkit.models.matchers import BACKGROUND, IGNORED, BalancedSampler, Matcher
 from detkit.models.transform import DetectionTransform
-from detkit.ops import box_iou, smooth_l1_loss
+from detkit.ops import Suppressor, box_iou, smooth_l1_loss
 
 
 class FasterRCNNCriterion(nn.Module):
@@ -168,6 +168,16 @@ class FasterRCNN(nn.Module):
         batch, _ = self.transform(images)
         return self.rpn(batch, self.features(batch.tensors)).proposals
 
-    def set_postprocess(self, suppressor: Mapping) -> None:
-        """Post-process with another suppressor (e.g. ``{"type": "soft_nms"}``), no retraining."""
-        self.roi_heads.set_suppressor(suppressor)
+    @property
+    def postprocess(self) -> Suppressor:
+        """The suppressor of the detections (the RoI heads')."""
+        return self.roi_heads.postprocess
+
+    @property
+    def detections_per_image(self) -> int:
+        return self.roi_heads.detections_per_image
+
+    def set_postprocess(self, postprocess: Suppressor, cap: int | None = None) -> None:
+        """Post-process with another suppressor (e.g. ``Suppressor("soft_nms")``), and at most ``cap``
+        detections per image, no retraining."""
+        self.roi_heads.set_postprocess(postprocess, cap)

@@ -26,20 +26,13 @@ from detkit.models.coders import BoxCoder
 from detkit.models.heads.ssd_head import SSDHead
 from detkit.models.matchers import Matcher
 from detkit.models.transform import DetectionTransform
-from detkit.ops import box_iou, build_suppressor, clip_boxes_to_image, smooth_l1_loss
+from detkit.models.postprocess import checked_cap, checked_postprocess, suppress
+from detkit.ops import Suppressor, box_iou, clip_boxes_to_image, smooth_l1_loss
 
 SSD_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # offsets of comparable size for centres and sides
 # every image stretched to 300 x 300; VGG's Caffe weights expect mean-subtracted 0..255 pixels
 SSD300_TRANSFORM = {"min_size": 300, "max_size": 300, "mean": (0.48235, 0.45882, 0.40784), "std": (1 / 255.0,) * 3,
                     "size_divisible": 1, "fixed_size": (300, 300)}
-
-
-def suppressor_without_densities(config: Mapping, where: str, detector: str):
-    """``build_suppressor(config)`` for a detector that predicts no densities (refusing Adaptive-NMS)."""
-    suppress = build_suppressor(config, where=where)
-    if suppress.needs_densities:
-        raise ValueError(f"{where}: {suppress.type} needs densities, which {detector} does not predict")
-    return suppress
 
 
 class SSDCriterion(nn.Module):
@@ -118,14 +111,14 @@ class SSD(nn.Module):
         score_threshold: (box, class) pairs must score above it (0.01).
         top_k: pairs kept per class before suppression (400).
         detections_per_image: at most this many detections (200).
-        suppressor: the post-processing (``detkit.ops.build_suppressor``), class-aware.
+        postprocess: the suppressor (``detkit.ops.Suppressor``, class-aware; NMS at 0.45 if None).
         class_names: names of labels 0..K-1.
     """
 
     def __init__(self, backbone: FeatureExtractor, head: SSDHead, anchors: DefaultBoxes, in_levels: list[str],
                  transform: DetectionTransform | None = None, criterion: SSDCriterion | None = None,
                  score_threshold: float = 0.01, top_k: int = 400, detections_per_image: int = 200,
-                 neck: FeatureExtractor | None = None, suppressor: Mapping | None = None,
+                 neck: FeatureExtractor | None = None, postprocess: Suppressor | None = None,
                  class_names: list[str] | None = None):
         super().__init__()
         self.name = "ssd"
@@ -134,13 +127,15 @@ class SSD(nn.Module):
         self.anchors, self.in_levels = anchors, list(in_levels)
         self.criterion = criterion or SSDCriterion()
         self.coder = BoxCoder(SSD_BOX_WEIGHTS)
-        self.score_threshold, self.top_k, self.detections_per_image = score_threshold, top_k, detections_per_image
-        self.set_postprocess(suppressor or {"type": "nms", "iou_threshold": 0.45})
+        self.score_threshold, self.top_k = score_threshold, top_k
+        self.set_postprocess(postprocess or Suppressor("nms", {"iou_threshold": 0.45}), cap=detections_per_image)
         self.class_names = list(class_names) if class_names else [str(i) for i in range(head.num_classes)]
 
-    def set_postprocess(self, config: Mapping, where: str = "postprocess") -> None:
-        """Post-process with another suppressor, no retraining."""
-        self.suppress = suppressor_without_densities(config, where, "SSD")
+    def set_postprocess(self, postprocess: Suppressor, cap: int | None = None) -> None:
+        """Post-process with another suppressor (and at most ``cap`` detections per image), no retraining."""
+        self.postprocess = checked_postprocess(postprocess, densities=False, detector="SSD")
+        if cap is not None:
+            self.detections_per_image = checked_cap(cap, "SSD")
 
     def forward(self, images: list[Tensor], targets: list[dict] | None = None):
         if self.training and targets is None:
@@ -172,7 +167,5 @@ class SSD(nn.Module):
                 kept_scores.append(top)
                 labels.append(torch.full_like(order, label - 1))
             boxes, kept_scores, labels = torch.cat(boxes), torch.cat(kept_scores), torch.cat(labels)
-            keep, final_scores = self.suppress(boxes, kept_scores, labels, None)
-            keep, final_scores = keep[: self.detections_per_image], final_scores[: self.detections_per_image]
-            detections.append({"boxes": boxes[keep], "scores": final_scores, "labels": labels[keep]})
+            detections.append(suppress(self.postprocess, self.detections_per_image, boxes, kept_scores, labels))
         return detections

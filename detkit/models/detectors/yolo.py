@@ -27,9 +27,8 @@ from torch import Tensor, nn
 from detkit.models.backbones.base import FeatureExtractor, read_levels
 from detkit.models.heads.yolo_head import YOLOHead
 from detkit.models.transform import DetectionTransform
-from detkit.models.detectors.retinanet import top_pairs
-from detkit.models.detectors.ssd import suppressor_without_densities
-from detkit.ops import box_iou, clip_boxes_to_image
+from detkit.models.postprocess import checked_cap, checked_postprocess, suppress, top_pairs
+from detkit.ops import Suppressor, box_iou, clip_boxes_to_image
 
 # YOLOv3's COCO anchors (w, h) in pixels at 416 px, three per scale (strides 8, 16, 32)
 YOLOV3_ANCHORS = [[(10, 13), (16, 30), (33, 23)], [(30, 61), (62, 45), (59, 119)], [(116, 90), (156, 198), (373, 326)]]
@@ -167,7 +166,7 @@ class YOLO(nn.Module):
         score_threshold: objectness x class probability must exceed it (0.01).
         top_k: (position, class) pairs kept per scale before suppression (1,000).
         detections_per_image: at most this many (100).
-        suppressor: the post-processing (``detkit.ops.build_suppressor``), class-aware.
+        postprocess: the suppressor (``detkit.ops.Suppressor``, class-aware; NMS at 0.45 if None).
         class_names: names of labels 0..K-1.
     """
 
@@ -175,7 +174,7 @@ class YOLO(nn.Module):
                  anchors: Sequence[Sequence[Sequence[float]]], in_levels: list[str],
                  transform: DetectionTransform | None = None, criterion: YOLOCriterion | None = None,
                  score_threshold: float = 0.01, top_k: int = 1000, detections_per_image: int = 100,
-                 suppressor: Mapping | None = None, class_names: list[str] | None = None):
+                 postprocess: Suppressor | None = None, class_names: list[str] | None = None):
         super().__init__()
         self.name = "yolo"
         self.transform = transform or DetectionTransform(**LETTERBOX_416)
@@ -183,13 +182,15 @@ class YOLO(nn.Module):
         self.register_buffer("anchor_sizes", torch.tensor(anchors, dtype=torch.float32), persistent=False)
         self.in_levels = list(in_levels)
         self.criterion = criterion or YOLOCriterion()
-        self.score_threshold, self.top_k, self.detections_per_image = score_threshold, top_k, detections_per_image
-        self.set_postprocess(suppressor or {"type": "nms", "iou_threshold": 0.45})
+        self.score_threshold, self.top_k = score_threshold, top_k
+        self.set_postprocess(postprocess or Suppressor("nms", {"iou_threshold": 0.45}), cap=detections_per_image)
         self.class_names = list(class_names) if class_names else [str(i) for i in range(head.num_classes)]
 
-    def set_postprocess(self, config: Mapping, where: str = "postprocess") -> None:
-        """Post-process with another suppressor, no retraining."""
-        self.suppress = suppressor_without_densities(config, where, "YOLO")
+    def set_postprocess(self, postprocess: Suppressor, cap: int | None = None) -> None:
+        """Post-process with another suppressor (and at most ``cap`` detections per image), no retraining."""
+        self.postprocess = checked_postprocess(postprocess, densities=False, detector="YOLO")
+        if cap is not None:
+            self.detections_per_image = checked_cap(cap, "YOLO")
 
     def forward(self, images: list[Tensor], targets: list[dict] | None = None):
         if self.training and targets is None:
@@ -237,7 +238,5 @@ class YOLO(nn.Module):
                 all_scores.append(top)
                 all_labels.append(label)
             found, scores, labels = torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels)
-            keep, kept_scores = self.suppress(found, scores, labels, None)
-            keep, kept_scores = keep[: self.detections_per_image], kept_scores[: self.detections_per_image]
-            detections.append({"boxes": found[keep], "scores": kept_scores, "labels": labels[keep]})
+            detections.append(suppress(self.postprocess, self.detections_per_image, found, scores, labels))
         return detections

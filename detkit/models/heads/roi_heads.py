@@ -25,7 +25,8 @@ from torchvision.ops import MultiScaleRoIAlign
 from detkit.models.coders import BoxCoder
 from detkit.models.heads.density_head import DensityHead, density_targets
 from detkit.models.matchers import BACKGROUND, IGNORED, BalancedSampler, Matcher
-from detkit.ops import box_iou, build_suppressor, clip_boxes_to_image, remove_small_boxes
+from detkit.models.postprocess import checked_cap, checked_postprocess, suppress
+from detkit.ops import Suppressor, box_iou, clip_boxes_to_image, remove_small_boxes
 
 
 class TwoMLPHead(nn.Module):
@@ -127,7 +128,7 @@ class RoIHeads(nn.Module):
         score_threshold: detections must score above it (0.05).
         min_size: detections narrower or shorter than this (pixels) are dropped.
         detections_per_image: at most this many detections per image (100).
-        suppressor: the post-processing (a ``detkit.ops.build_suppressor`` config or Suppressor), class-aware.
+        postprocess: the suppressor (``detkit.ops.Suppressor``, class-aware; NMS at 0.5 if None).
     """
 
     def __init__(
@@ -144,7 +145,7 @@ class RoIHeads(nn.Module):
         score_threshold: float = 0.05,
         min_size: float = 1e-2,
         detections_per_image: int = 100,
-        suppressor: Mapping | None = None,
+        postprocess: Suppressor | None = None,
     ):
         super().__init__()
         self.roi_pool = roi_pool
@@ -156,16 +157,15 @@ class RoIHeads(nn.Module):
         self.sampler = BalancedSampler(batch_per_image, positive_fraction)
         self.score_threshold = score_threshold
         self.min_size = min_size
-        self.detections_per_image = detections_per_image
-        self.set_suppressor(suppressor or {"type": "nms", "iou_threshold": 0.5})
+        self.set_postprocess(postprocess or Suppressor("nms", {"iou_threshold": 0.5}), cap=detections_per_image)
 
-    def set_suppressor(self, config: Mapping, where: str = "postprocess") -> None:
-        """Swap the post-processing without retraining."""
-        suppress = build_suppressor(config, where=where)
-        if suppress.needs_densities and self.density_head is None:
-            raise ValueError(f"{where}: {suppress.type} needs densities: enable the density head "
-                             "(model.roi_heads.density_head: true) and train with it")
-        self.suppress = suppress
+    def set_postprocess(self, postprocess: Suppressor, cap: int | None = None) -> None:
+        """Post-process with another suppressor (and at most ``cap`` detections per image), no retraining."""
+        self.postprocess = checked_postprocess(
+            postprocess, densities=self.density_head is not None, detector="Faster R-CNN",
+            hint="enable the density head (model.roi_heads.density_head: true) and train with it")
+        if cap is not None:
+            self.detections_per_image = checked_cap(cap, "Faster R-CNN")
 
     def forward(self, features: Mapping[str, Tensor], proposals: list[Tensor], image_sizes) -> RoIOutput:
         pooled = self.roi_pool(features, proposals, image_sizes)
@@ -225,10 +225,7 @@ class RoIHeads(nn.Module):
             keep = keep[remove_small_boxes(boxes[keep], self.min_size)]
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             densities = densities[keep] if densities is not None else None
-            keep, scores = self.suppress(boxes, scores, labels, densities)
-            keep, scores = keep[: self.detections_per_image], scores[: self.detections_per_image]
-            detection = {"boxes": boxes[keep], "scores": scores, "labels": labels[keep] - 1}
-            if densities is not None:
-                detection["densities"] = densities[keep]
-            detections.append(detection)
+            # labels - 1: the predictor's class 0 is the background
+            detections.append(suppress(self.postprocess, self.detections_per_image, boxes, scores, labels - 1,
+                                       densities))
         return detections

@@ -22,8 +22,9 @@ from torch import Tensor, nn
 
 from detkit.models.anchors import AnchorGenerator
 from detkit.models.coders import BoxCoder
+from detkit.models.postprocess import checked_postprocess
 from detkit.models.transform import ImageBatch
-from detkit.ops import build_suppressor, clip_boxes_to_image, remove_small_boxes
+from detkit.ops import Suppressor, clip_boxes_to_image, remove_small_boxes
 
 
 class RPNHead(nn.Module):
@@ -98,7 +99,8 @@ class RPN(nn.Module):
         in_levels: the feature levels it runs on (e.g. P2..P6, or C4 alone).
         pre_nms_top_n: (train, test) proposals kept per level before suppression.
         post_nms_top_n: (train, test) proposals kept per image after it.
-        suppressor: config of the suppressor (``detkit.ops.build_suppressor``), applied per level.
+        postprocess: the suppressor of the proposals, applied per level (``detkit.ops.Suppressor``;
+            NMS at 0.7 if None, as Ren et al.).
         score_threshold: minimum objectness probability of a proposal.
         min_size: proposals narrower or shorter than this (pixels) are dropped.
     """
@@ -110,7 +112,7 @@ class RPN(nn.Module):
         in_levels: Sequence[str],
         pre_nms_top_n: Sequence[int] = (2000, 1000),
         post_nms_top_n: Sequence[int] = (2000, 1000),
-        suppressor: Mapping | None = None,
+        postprocess: Suppressor | None = None,
         score_threshold: float = 0.0,
         min_size: float = 1e-3,
     ):
@@ -122,7 +124,8 @@ class RPN(nn.Module):
             raise ValueError(f"rpn: {len(self.in_levels)} in_levels but anchor sizes for {len(anchors.sizes)}")
         self.pre_nms_top_n = tuple(pre_nms_top_n)
         self.post_nms_top_n = tuple(post_nms_top_n)
-        self.suppress = build_suppressor(suppressor or {"type": "nms", "iou_threshold": 0.7}, where="rpn.suppressor")
+        self.postprocess = checked_postprocess(postprocess or Suppressor("nms", {"iou_threshold": 0.7}), densities=False,
+                                               detector="RPN")
         self.score_threshold = score_threshold
         self.min_size = min_size
         self.coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
@@ -160,7 +163,7 @@ class RPN(nn.Module):
             keep = remove_small_boxes(boxes, self.min_size)
             keep = keep[scores[keep] >= self.score_threshold]
             boxes, scores, lvl = boxes[keep], scores[keep], lvl[keep]
-            keep, scores = self.suppress(boxes, scores, lvl)
+            keep, scores = self.postprocess(boxes, scores, lvl)
             boxes_out.append(boxes[keep[:post_n]])
             scores_out.append(scores[:post_n])
         return boxes_out, scores_out

@@ -37,20 +37,6 @@ from torch import Tensor, nn
 
 from detkit.models.backbones.base import FeatureExtractor, ShapeSpec, level_name
 
-# Compound scaling of EfficientDet D0..D7: Tan, Pang, Le, CVPR 2020, Table 1, checked against
-# google/automl efficientdet/hparams_config.py (efficientdet_model_param_dict). D7 reuses the
-# b6 backbone at a larger input (D7x, not listed, is b7 with P3..P8); the official D6 and D7
-# use unweighted "sum" fusion, and D7 anchor_scale 5.0 instead of 4.0.
-EFFICIENTDET_SCALING = {
-    "d0": dict(backbone="b0", width=64, repeats=3, head_depth=3, image_size=512, attention="fast"),
-    "d1": dict(backbone="b1", width=88, repeats=4, head_depth=3, image_size=640, attention="fast"),
-    "d2": dict(backbone="b2", width=112, repeats=5, head_depth=3, image_size=768, attention="fast"),
-    "d3": dict(backbone="b3", width=160, repeats=6, head_depth=4, image_size=896, attention="fast"),
-    "d4": dict(backbone="b4", width=224, repeats=7, head_depth=4, image_size=1024, attention="fast"),
-    "d5": dict(backbone="b5", width=288, repeats=7, head_depth=4, image_size=1280, attention="fast"),
-    "d6": dict(backbone="b6", width=384, repeats=8, head_depth=5, image_size=1280, attention="sum"),
-    "d7": dict(backbone="b6", width=384, repeats=8, head_depth=5, image_size=1536, attention="sum"),
-}
 ATTENTIONS = ("fast", "softmax", "sum")
 
 
@@ -150,8 +136,8 @@ class BiFPN(FeatureExtractor):
         norm: BatchNorm after every conv (the convs then have no bias).
         attention: "fast", "softmax" or "sum" fusion.
 
-    See ``EFFICIENTDET_SCALING`` for the arguments of D0..D7. Outputs P<k> for each input level
-    C<k>, then the pooled levels, all of ``width`` channels.
+    See ``detkit.models.detectors.efficientdet.EFFICIENTDET_SCALING`` for the arguments of D0..D7.
+    Outputs P<k> for each input level C<k>, then the pooled levels, all of ``width`` channels.
     """
 
     def __init__(

@@ -25,9 +25,10 @@ from detkit.models.coders import BoxCoder
 from detkit.models.heads.density_head import density_targets
 from detkit.models.matchers import IGNORED, Matcher
 from detkit.models.transform import DetectionTransform
+from detkit.models.postprocess import checked_cap, checked_postprocess, suppress, top_pairs
 from detkit.ops import (
+    Suppressor,
     box_iou,
-    build_suppressor,
     clip_boxes_to_image,
     generalized_box_iou_loss,
     sigmoid_focal_loss,
@@ -36,20 +37,6 @@ from detkit.ops import (
 
 BOX_LOSSES = ("l1", "smooth_l1", "giou")
 CLASSIFICATION_LOSSES = ("focal", "cross_entropy")
-
-
-def top_pairs(scores: Tensor, threshold: float, k: int) -> tuple[Tensor, Tensor, Tensor]:
-    """The k best (position, class) pairs scoring above ``threshold``.
-
-    Args: scores (Tensor[T, K]): per position (anchor, cell) and class.
-    Returns: their scores (descending), positions and classes, each Tensor[<= k].
-    """
-    flat = scores.flatten()
-    candidates = torch.where(flat > threshold)[0]
-    top, order = flat[candidates].topk(min(k, len(candidates)))
-    candidates = candidates[order]
-    num_classes = scores.shape[-1]
-    return top, torch.div(candidates, num_classes, rounding_mode="floor"), candidates % num_classes
 
 
 class DenseCriterion(nn.Module):
@@ -144,7 +131,7 @@ class DenseDetector(nn.Module):
         score_threshold: (anchor, class) pairs must score above it (0.05).
         top_k: pairs kept per level before suppression (1,000).
         detections_per_image: at most this many detections (300).
-        suppressor: the post-processing (``detkit.ops.build_suppressor``), class-aware.
+        postprocess: the suppressor (``detkit.ops.Suppressor``, class-aware; NMS at 0.5 if None).
         class_names: names of labels 0..K-1.
         name: what to call it ("retinanet", "efficientdet").
     """
@@ -152,7 +139,7 @@ class DenseDetector(nn.Module):
     def __init__(self, backbone: FeatureExtractor, neck: FeatureExtractor | None, head: nn.Module,
                  anchors: AnchorGenerator, in_levels: list[str], transform: DetectionTransform | None = None,
                  criterion: DenseCriterion | None = None, score_threshold: float = 0.05, top_k: int = 1000,
-                 detections_per_image: int = 300, suppressor: Mapping | None = None,
+                 detections_per_image: int = 300, postprocess: Suppressor | None = None,
                  class_names: list[str] | None = None, name: str = "retinanet"):
         super().__init__()
         self.name = name
@@ -161,17 +148,17 @@ class DenseDetector(nn.Module):
         self.anchors, self.in_levels = anchors, list(in_levels)
         self.criterion = criterion or DenseCriterion()
         self.coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
-        self.score_threshold, self.top_k, self.detections_per_image = score_threshold, top_k, detections_per_image
-        self.set_postprocess(suppressor or {"type": "nms", "iou_threshold": 0.5})
+        self.score_threshold, self.top_k = score_threshold, top_k
+        self.set_postprocess(postprocess or Suppressor("nms", {"iou_threshold": 0.5}), cap=detections_per_image)
         self.class_names = list(class_names) if class_names else [str(i) for i in range(head.num_classes)]
 
-    def set_postprocess(self, config: Mapping, where: str = "postprocess") -> None:
-        """Post-process with another suppressor, no retraining."""
-        suppress = build_suppressor(config, where=where)
-        if suppress.needs_densities and getattr(self.head, "density", None) is None:
-            raise ValueError(f"{where}: {suppress.type} needs densities: enable the density head "
-                             "(model.head.density: true) and train with it")
-        self.suppress = suppress
+    def set_postprocess(self, postprocess: Suppressor, cap: int | None = None) -> None:
+        """Post-process with another suppressor (and at most ``cap`` detections per image), no retraining."""
+        self.postprocess = checked_postprocess(
+            postprocess, densities=getattr(self.head, "density", None) is not None, detector=self.name,
+            hint="enable the density head (model.head.density: true) and train with it")
+        if cap is not None:
+            self.detections_per_image = checked_cap(cap, self.name)
 
     def forward(self, images: list[Tensor], targets: list[dict] | None = None):
         if self.training and targets is None:
@@ -207,10 +194,5 @@ class DenseDetector(nn.Module):
                     densities.append(level_densities[lvl][anchor_index])
             boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
             densities = torch.cat(densities) if densities else None
-            keep, kept_scores = self.suppress(boxes, scores, labels, densities)
-            keep, kept_scores = keep[: self.detections_per_image], kept_scores[: self.detections_per_image]
-            detection = {"boxes": boxes[keep], "scores": kept_scores, "labels": labels[keep]}
-            if densities is not None:
-                detection["densities"] = densities[keep]
-            detections.append(detection)
+            detections.append(suppress(self.postprocess, self.detections_per_image, boxes, scores, labels, densities))
         return detections
