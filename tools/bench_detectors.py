@@ -22,17 +22,18 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from detkit.config import load_config
-from detkit.models import build_model
+from detkit.engine import prepare
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = ["faster_rcnn_r50_fpn", "retinanet_r50_fpn", "ssd300_vgg16", "yolov3_darknet53", "efficientdet_d0"]
 
 
 def build(name: str):
-    model = load_config(REPO / "configs" / f"{name}.yaml")["model"]
-    if model.get("backbone", {}).get("weights"):
-        model["backbone"] = {**model["backbone"], "weights": None}  # random weights: no download
-    return build_model(model)
+    """The config's model as ``detkit train`` would start it (``prepare``), without its data."""
+    config = load_config(REPO / "configs" / f"{name}.yaml")
+    if config["model"].get("backbone", {}).get("weights"):
+        config["model"]["backbone"] = {**config["model"]["backbone"], "weights": None}  # random weights: no download
+    return prepare(config, data=False, device="cpu").model
 
 
 def main() -> None:
