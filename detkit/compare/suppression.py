@@ -117,6 +117,43 @@ def _operating_point(gt_boxes, gt_labels, crowd, det: Mapping, threshold: float)
     return tp, duplicates, other
 
 
+def object_densities(boxes: torch.Tensor, labels: torch.Tensor, *, same_class: bool = False) -> torch.Tensor:
+    """Tensor[G]: each object's true density, its max IoU with another object of the image
+    (Liu et al.'s d_i, class-agnostic as the paper's pedestrians; ``same_class``: only
+    neighbours of its class, as class-aware suppression sees them); 0 when alone."""
+    if len(boxes) < 2:
+        return boxes.new_zeros(len(boxes))
+    iou = box_iou(boxes, boxes)
+    iou.fill_diagonal_(0)
+    if same_class:
+        iou[labels[:, None] != labels[None, :]] = 0
+    return iou.max(dim=1).values
+
+
+def oracle_densities(index: DatasetIndex, raw: Mapping[int, Mapping], *, margin: float = 0.0,
+                     same_class: bool = False) -> dict[int, dict]:
+    """The raw candidates with the oracle's densities, for Adaptive-NMS's ceiling: a candidate
+    that covers an object of its class (IoU >= 0.5) gets the true density of the object it
+    overlaps most (``object_densities``), plus ``margin`` (at most 1); the others keep their
+    predicted density (0 where the model predicts none)."""
+    objects = _objects(index)
+    out = {}
+    for image_id, det in raw.items():
+        gt_boxes, gt_labels, _ = objects[image_id]
+        boxes, labels = det["boxes"].float(), det["labels"]
+        densities = det.get("densities")
+        densities = densities.clone().float() if densities is not None else boxes.new_zeros(len(boxes))
+        if len(gt_boxes) and len(boxes):
+            truth = object_densities(gt_boxes, gt_labels, same_class=same_class)
+            iou = box_iou(boxes, gt_boxes)
+            iou[labels[:, None] != gt_labels[None, :]] = 0
+            best, which = iou.max(dim=1)
+            matched = best >= MATCH_IOU
+            densities[matched] = (truth[which[matched]] + margin).clamp(max=1.0)
+        out[image_id] = {**det, "densities": densities}
+    return out
+
+
 def diagnose(index: DatasetIndex, raw: Mapping[int, Mapping], kept: list[tuple[int, dict]],
              score_threshold: float) -> dict:
     """The diagnostics of the module docstring, summed over the split's images."""

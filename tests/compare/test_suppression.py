@@ -125,3 +125,36 @@ def test_raw_candidates_restores_the_model_on_error():
         assert model.postprocess.type == "none" and cap == before[1]
         raise RuntimeError("boom")
     assert (model.postprocess, model.detections_per_image) == before
+
+
+def test_oracle_densities_give_each_matched_candidate_its_objects_true_density():
+    from detkit.compare.suppression import object_densities, oracle_densities, suppress
+    from types import SimpleNamespace
+
+    from detkit.data.records import ImageRecord
+
+    # two people overlapping at IoU 0.6 (50x100 boxes offset by 12.5 px), a lone one, and a dog beside person 2
+    people = np.array([[0, 0, 50, 100], [12.5, 0, 62.5, 100], [200, 0, 250, 100]], np.float32)
+    dog = np.array([[20, 0, 70, 100]], np.float32)
+    boxes = np.concatenate([people, dog])
+    labels = np.array([0, 0, 0, 1])
+    record = ImageRecord(image_id=1, path=Path("a.jpg"), file_name="a.jpg", width=300, height=120, boxes=boxes,
+                         labels=labels, iscrowd=np.zeros(4, bool))
+    index = SimpleNamespace(records=[record])  # what the oracle reads of a dataset
+    truth = object_densities(torch.as_tensor(boxes), torch.as_tensor(labels))
+    assert truth[0] == pytest.approx(0.6) and truth[2] == 0
+    same = object_densities(torch.as_tensor(boxes), torch.as_tensor(labels), same_class=True)
+    assert same[1] == pytest.approx(0.6) and truth[1] > same[1]  # the dog crowds person 2 only class-agnostically
+    candidates = torch.tensor([[1, 0, 51, 100], [12, 0, 62, 100], [201, 0, 251, 100], [120, 0, 170, 100]],
+                              dtype=torch.float32)
+    raw = {1: {"boxes": candidates, "scores": torch.tensor([0.9, 0.8, 0.7, 0.6]),
+               "labels": torch.tensor([0, 0, 0, 0]), "densities": torch.tensor([0.1, 0.1, 0.1, 0.3])}}
+    oracle = oracle_densities(index, raw, same_class=True)[1]["densities"]
+    assert oracle[:3].tolist() == pytest.approx([0.6, 0.6, 0.0], abs=1e-6)
+    assert oracle[3] == pytest.approx(0.3)  # covers no object: its predicted density stays
+    assert oracle_densities(index, raw, same_class=True, margin=0.5)[1]["densities"][0] == 1.0  # at most 1
+    # the crowd pair: NMS at 0.5 keeps one of the two people, Adaptive-NMS with the oracle (+ a margin) both
+    nms = dict(suppress(raw, {"type": "nms", "iou_threshold": 0.5}, 100))[1]
+    adaptive = dict(suppress(oracle_densities(index, raw, same_class=True, margin=0.05), {"type": "adaptive_nms"},
+                             100))[1]
+    assert len(nms["boxes"]) == 3 and len(adaptive["boxes"]) == 4

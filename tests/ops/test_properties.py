@@ -114,6 +114,24 @@ def test_adaptive_equals_nms_when_every_density_is_below_the_threshold(case, t):
 
 @settings(max_examples=100, deadline=None)
 @given(box_sets(), threshold)
+def test_adaptive_removes_exactly_what_a_kept_box_overlaps_at_its_own_threshold(case, t):
+    """The threshold's direction: a kept box M removes a later box b iff IoU(M, b) >= max(N_t, d_M),
+    so a crowded M (high d_M) spares more neighbours, never fewer, than plain NMS at N_t."""
+    boxes, scores, _, densities = case
+    keep = adaptive_nms(boxes, scores, densities, t).tolist()
+    iou = torchvision.ops.box_iou(boxes, boxes).nan_to_num(0.0)  # two empty boxes: IoU 0, as the kernel
+    kept = set(keep)
+    for m in keep:
+        own = max(t, float(densities[m]))
+        for b in range(len(boxes)):
+            if b != m and scores[b] < scores[m] and b in kept:
+                assert float(iou[m, b]) < own  # a kept later box was out of reach of M (double, as the kernel)
+    for b in set(range(len(boxes))) - kept:  # each removed box has a kept, higher-scoring box reaching it
+        assert any(scores[m] > scores[b] and float(iou[m, b]) >= max(t, float(densities[m])) for m in keep)
+
+
+@settings(max_examples=100, deadline=None)
+@given(box_sets(), threshold)
 def test_diou_nms_keeps_a_superset_of_nms(case, t):
     # DIoU <= IoU, so DIoU-NMS suppresses no more than NMS at each step; a box NMS keeps is
     # kept by DIoU-NMS too only in hindsight, so compare with the paper's loop instead
