@@ -8,7 +8,7 @@ from typing import Mapping
 
 import yaml
 
-from detkit.compare.claims import NOT_MEASURABLE, REPRODUCED
+from detkit.compare.claims import NOT_MEASURABLE, NOT_TESTED, REPRODUCED
 from detkit.compare.study import MEASURE_DEFAULTS, PAIRS
 
 SUITE_TITLES = {
@@ -79,7 +79,7 @@ def _claims_of(results: Mapping, suite: str) -> list[dict]:
 
 
 def _verdict(claim: Mapping) -> str:
-    mark = {REPRODUCED: "**reproduced**", NOT_MEASURABLE: "*not measurable here*"}.get(
+    mark = {REPRODUCED: "**reproduced**", NOT_MEASURABLE: "*not measurable here*", NOT_TESTED: "*not tested*"}.get(
         claim["verdict"], "**not reproduced at this budget**")
     return f"{mark} ({claim['why']})"
 
@@ -222,16 +222,24 @@ def _nms_section(results: Mapping) -> list[str]:
         header = ["suppressor", "config", "AP", "AP50", "AP75", "AR100", "AP vs nms (sigma)", "recall IoU.5",
                   "recoverable", "lost", f"recall @{t}", f"precision @{t}", f"duplicates @{t}", f"other FP @{t}",
                   "kept / image"]
+        extra = [(key, title) for key, title in (("MR2", "MR-2"), ("raised", "threshold raised"))
+                 if any(key in row for row in split["rows"].values())]  # written by newer studies only
         rows = []
         for name, row in split["rows"].items():
             sigma = split["sigma_vs_nms"].get(name)
             delta = f"{row['AP'] - split['rows']['nms']['AP']:+.3f} ({sigma['AP']:.3f})" if sigma else "-"
             config = ", ".join(f"{k}={v}" for k, v in row["config"].items() if k != "type") or "-"
+            if "oracle_margin" in row:
+                margin = row["oracle_margin"]
+                config += ", density: the oracle's" + (f" + {margin:g}" if margin else "")
             rows.append([f"`{name}`", config, _f(row["AP"]), _f(row["AP50"]), _f(row["AP75"]), _f(row["AR100"]), delta,
                          _f(row["recall_covered"]), row["recoverable"], row["lost"], _f(row["recall_at_threshold"]),
                          _f(row["precision_at_threshold"]), row["duplicates"], row["other_fp"],
-                         f"{row['kept'] / max(1, row['images']):.1f}"])
-        lines += [*_table(header, rows, numbers_from=2), ""]
+                         f"{row['kept'] / max(1, row['images']):.1f}",
+                         *(_f(row[key]) if key in row else "-" for key, _ in extra)])
+        lines += [*_table(header + [title for _, title in extra], rows, numbers_from=2), ""]
+        if split.get("densities"):
+            lines += _density_lines(label, split["densities"])
         lines += _sweep_tables(label, split["sweep"])
     stats = nms.get("crowd_statistics") or {}
     if stats:
@@ -250,6 +258,16 @@ def _nms_section(results: Mapping) -> list[str]:
         lines += [*_table(["dataset", "images", "objects", "suppressor", "removed at IoU threshold", "note"], rows), ""]
     lines += ["![suppressors](nms.png)", "", "![sweep](nms_sweep.png)"]
     return lines
+
+
+def _density_lines(label: str, d: Mapping) -> list[str]:
+    """How the predicted densities compare with the truth (``suppression.density_report``)."""
+    n_t = d["iou_threshold"]
+    return [f"Predicted densities on the {label} split, on the {d['candidates']} raw candidates that cover an object: "
+            f"Pearson r {_f(d['pearson'])} with the object's true density; of the {d['crowded']} candidates of crowded "
+            f"objects (true density > {n_t:g}), {100 * d['crowded_predicted_above']:.1f}% predicted above {n_t:g} (their "
+            f"threshold raised); of the {d['lone']} candidates of lone objects, {100 * d['lone_predicted_below']:.1f}% "
+            f"predicted at or below {n_t:g}.", ""]
 
 
 def _sweep_tables(label: str, sweep: Mapping) -> list[str]:

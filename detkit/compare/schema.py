@@ -27,13 +27,13 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Mapping, NoReturn
 
-from detkit.compare.claims import NOT_MEASURABLE, NOT_REPRODUCED, REPRODUCED
+from detkit.compare.claims import NOT_MEASURABLE, NOT_REPRODUCED, NOT_TESTED, REPRODUCED
 from detkit.compare.study import PAIRS, SUITES
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the verdict "not tested" (claims.NOT_TESTED)
 VERSION_KEY = "detkit_compare"  # the version field; its presence also marks the file as detkit compare's
 DOCUMENTATION = "docs/compare/results-schema.md"
-VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE)
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE, NOT_TESTED)
 
 Where = tuple  # a field's place: the keys and list indices from the top, e.g. ("runs", "ssd", "eval")
 Check = Callable[[Any, Where], None]  # raises _Invalid when the value at that place is wrong
@@ -203,7 +203,13 @@ SUPPRESSOR_ROW = record({
     "config": ANY_OBJECT, **{m: number for m in ("AP", "AP50", "AP75", "AR100", "recall_covered",
                                                    "recall_at_threshold", "precision_at_threshold")},
     **{count: integer for count in ("recoverable", "lost", "duplicates", "other_fp", "kept", "images")},
-}, {**{count: integer for count in ("objects", "covered", "tp", "candidates")}, "score_threshold": number})
+}, {**{count: integer for count in ("objects", "covered", "tp", "candidates")}, "score_threshold": number,
+    "MR2": number,  # log-average miss rate (evaluation/miss_rate.py); rows of the named suppressors
+    "raised": number,  # Adaptive-NMS: share of kept boxes whose threshold the density raised above N_t
+    "oracle_margin": number})  # Adaptive-NMS on the oracle's densities (+ this margin)
+DENSITY_REPORT = record({"candidates": integer, "pearson": number, "iou_threshold": number, "crowded": integer,
+                         "crowded_predicted_above": number, "lone": integer, "lone_predicted_below": number},
+                        {"predicted_mean": number, "predicted_max": number, "true_mean": number})
 SWEEP = record({"key": text, "values": NUMBERS, "AP": NUMBERS, "recall_covered": NUMBERS},
                {"AP50": NUMBERS}, same_length=("values", "AP", "AP50", "recall_covered"))
 NMS_SPLIT = record({
@@ -213,7 +219,7 @@ NMS_SPLIT = record({
     "rows": table(SUPPRESSOR_ROW, required=("nms",)),  # the other rows are judged against nms
     "sigma_vs_nms": table(record({"AP": number}, {"AP50": number, "AR100": number})),
     "sweep": table(SWEEP),
-}, {"cap": integer})
+}, {"cap": integer, "densities": DENSITY_REPORT})  # densities: when the model predicts them
 CROWD_STATISTICS = record({"split": text, "thresholds": NUMBERS, "objects": integer, "images": integer,
                            "nms": NUMBERS, "diou_nms": NUMBERS, "neighbour": NUMBERS},
                           same_length=("thresholds", "nms", "diou_nms", "neighbour"))

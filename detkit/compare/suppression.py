@@ -29,6 +29,7 @@ from detkit.data.records import DatasetIndex
 from detkit.evaluation import detections_to_results, evaluate
 from detkit.evaluation.bootstrap import match_images
 from detkit.evaluation.coco_eval import coco_ground_truth
+from detkit.evaluation.miss_rate import mr2
 from detkit.models.build import build_postprocess
 from detkit.ops import batched_diou_nms, batched_nms, box_iou
 
@@ -43,6 +44,10 @@ SUPPRESSORS: dict[str, dict] = {
     "adaptive_nms": {"type": "adaptive_nms", "iou_threshold": 0.5},
     "diou_nms": {"type": "diou_nms", "iou_threshold": 0.5},
 }
+# Adaptive-NMS given the oracle's densities (``oracle_densities``): as they are, and raised by a
+# margin (the IoU of a detection with its object's neighbour scatters around the objects' IoU,
+# about half above it, and the rule removes at IoU >= N_M)
+ORACLES: dict[str, float] = {"adaptive_nms_oracle": 0.0, "adaptive_nms_oracle_margin": 0.1}
 # What each family's sweep varies: (config, key, sweep list) ("iou" or "sigma" of NMS_DEFAULTS)
 FAMILIES: dict[str, tuple[dict, str, str]] = {
     "nms": ({"type": "nms"}, "iou_threshold", "iou"),
@@ -54,14 +59,17 @@ FAMILIES: dict[str, tuple[dict, str, str]] = {
 
 
 def suppress(raw: Mapping[int, Mapping], config: Mapping, cap: int) -> list[tuple[int, dict]]:
-    """Each image's raw candidates through the suppressor of ``config``, the best ``cap`` kept."""
+    """Each image's raw candidates through the suppressor of ``config``, the best ``cap`` kept
+    (with "keep": their rows among the candidates)."""
     suppressor = build_postprocess(config, "suppressor")
     out = []
     for image_id, det in raw.items():
         keep, scores = suppressor(det["boxes"], det["scores"], det["labels"], det.get("densities"))
         keep, scores = keep[:cap], scores[:cap]
-        out.append((image_id, {"boxes": det["boxes"][keep], "scores": scores, "labels": det["labels"][keep]}))
+        out.append((image_id, {"boxes": det["boxes"][keep], "scores": scores, "labels": det["labels"][keep],
+                               "keep": keep}))
     return out
+
 
 
 def needs_densities(config: Mapping) -> bool:
@@ -154,6 +162,38 @@ def oracle_densities(index: DatasetIndex, raw: Mapping[int, Mapping], *, margin:
     return out
 
 
+def density_report(index: DatasetIndex, raw: Mapping[int, Mapping], iou_threshold: float) -> dict:
+    """How well the predicted densities of the raw candidates match the truth, on the candidates
+    that cover an object (``oracle_densities``' matching; the truth class-agnostic, as the
+    model's targets): Pearson's r; of the candidates of crowded objects (true density above
+    ``iou_threshold``, N_t), the share predicted above N_t (the ones whose threshold Adaptive-NMS
+    raises); of the candidates of lone objects (no other object overlaps them), the share
+    predicted at or below N_t."""
+    objects = _objects(index)
+    predicted, truth = [], []
+    for image_id, det in raw.items():
+        gt_boxes, gt_labels, _ = objects[image_id]
+        if not len(gt_boxes) or not len(det["boxes"]) or det.get("densities") is None:
+            continue
+        iou = box_iou(det["boxes"].float(), gt_boxes)
+        iou[det["labels"][:, None] != gt_labels[None, :]] = 0
+        best, which = iou.max(dim=1)
+        matched = best >= MATCH_IOU
+        predicted.append(det["densities"][matched].double())
+        truth.append(object_densities(gt_boxes, gt_labels)[which[matched]].double())
+    p = torch.cat(predicted) if predicted else torch.zeros(0, dtype=torch.float64)
+    t = torch.cat(truth) if truth else torch.zeros(0, dtype=torch.float64)
+    crowded, lone = t > iou_threshold, t == 0
+    pearson = float(torch.corrcoef(torch.stack([p, t]))[0, 1]) if len(p) > 1 and p.std() > 0 and t.std() > 0 else 0.0
+    return {"candidates": len(p), "pearson": pearson, "iou_threshold": iou_threshold,
+            "predicted_mean": float(p.mean()) if len(p) else 0.0, "predicted_max": float(p.max()) if len(p) else 0.0,
+            "true_mean": float(t.mean()) if len(t) else 0.0,
+            "crowded": int(crowded.sum()), "crowded_predicted_above": float((p[crowded] > iou_threshold).double().mean())
+            if crowded.any() else 0.0,
+            "lone": int(lone.sum()), "lone_predicted_below": float((p[lone] <= iou_threshold).double().mean())
+            if lone.any() else 0.0}
+
+
 def diagnose(index: DatasetIndex, raw: Mapping[int, Mapping], kept: list[tuple[int, dict]],
              score_threshold: float) -> dict:
     """The diagnostics of the module docstring, summed over the split's images."""
@@ -190,7 +230,15 @@ def evaluate_suppressor(index: DatasetIndex, raw: Mapping[int, Mapping], config:
     evaluation = evaluate(index, results)
     row = {"config": dict(config), **{k: evaluation.stats[k] for k in ("AP", "AP50", "AP75", "AR100")},
            **diagnose(index, raw, kept, score_threshold)}
-    return row, evaluation, match_images(coco_ground_truth(index), results) if matches else None
+    suppressor = build_postprocess(config, "suppressor")
+    if suppressor.needs_densities:  # how often the density changed anything: kept boxes whose threshold it raised
+        raised = sum(int((raw[i]["densities"][det["keep"]] > suppressor.options["iou_threshold"]).sum())
+                     for i, det in kept)
+        row["raised"] = raised / max(1, row["kept"])
+    matched = match_images(coco_ground_truth(index), results) if matches else None
+    if matched is not None:
+        row["MR2"] = mr2(matched)
+    return row, evaluation, matched
 
 
 def crowd_statistics(index: DatasetIndex, thresholds: list[float], seed: int = 0) -> dict:

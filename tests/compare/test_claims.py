@@ -116,3 +116,26 @@ def test_suppressor_claims():
     # 15% lost on the crowded split against 1% on the normal one, binomial errors ~1.1% and 0.3%
     assert got["nms_removes_crowded_objects"]["verdict"] == REPRODUCED
     assert "coco128 2.0% at IoU 0.5" in got["nms_removes_crowded_objects"]["measured"]
+
+
+def test_a_suppressor_gain_must_be_one_a_user_would_notice():
+    """+0.001 AP with the same objects found clears a small paired noise but changes nothing:
+    not reproduced; and Adaptive-NMS whose density raised almost no threshold is not tested."""
+    from detkit.compare.claims import NOT_TESTED
+
+    def results(adaptive, recall_gain=0.0, raised=None):
+        row = {**nms_row(0.20 + adaptive, 1000, 100)}
+        row["recall_covered"] += recall_gain
+        if raised is not None:
+            row["raised"] = raised
+        splits = {"crowded": {"rows": {"nms": nms_row(0.20, 1000, 100), "adaptive_nms": row},
+                              "sigma_vs_nms": {"adaptive_nms": {"AP": 0.0003}}}}
+        return by_id({"runs": {}, "suites": {"nms": {"splits": splits}}})["adaptive_nms_in_crowds"]
+
+    tiny = results(0.001)
+    assert tiny["verdict"] == NOT_REPRODUCED and tiny["why"].startswith("too small to notice: +0.001 AP")
+    assert results(0.001, recall_gain=0.01)["verdict"] == REPRODUCED  # the same AP, but objects found
+    assert results(0.003)["verdict"] == REPRODUCED
+    untested = results(0.01, raised=0.02)
+    assert untested["verdict"] == NOT_TESTED and "raised the threshold of 2.0% of the kept boxes" in untested["why"]
+    assert results(0.01, raised=0.2)["verdict"] == REPRODUCED

@@ -41,7 +41,7 @@ def test_every_suite_writes_its_report_json_and_plots(smoke):
     root, results = smoke
     assert set(results["suites"]) == set(SUITES)
     assert {c["id"] for c in results["claims"]} == {c.id for c in CLAIMS}
-    assert all(c["verdict"] in ("reproduced", "not reproduced at this budget", "not measurable here")
+    assert all(c["verdict"] in ("reproduced", "not reproduced at this budget", "not measurable here", "not tested")
                for c in results["claims"])
     report = (root / "out" / "report.md").read_text()
     for plot in PLOTS:
@@ -60,8 +60,14 @@ def test_every_suite_writes_its_report_json_and_plots(smoke):
         for metric in ("AP", "AP50", "AP75"):
             assert run["eval"]["check"][metric] == pytest.approx(run["eval"]["stats"][metric], abs=1e-9)
     nms = results["suites"]["nms"]
-    assert set(nms["splits"]["crowded"]["rows"]) == {"none", "nms", "soft_nms_linear", "soft_nms_gaussian",
-                                                     "adaptive_nms", "diou_nms"}
+    crowded = nms["splits"]["crowded"]
+    assert set(crowded["rows"]) == {"none", "nms", "soft_nms_linear", "soft_nms_gaussian", "adaptive_nms", "diou_nms",
+                                    "adaptive_nms_oracle", "adaptive_nms_oracle_margin"}  # the model has densities
+    assert all(0 <= row["MR2"] <= 1 for row in crowded["rows"].values())
+    assert 0 <= crowded["rows"]["adaptive_nms"]["raised"] <= 1 and crowded["rows"]["adaptive_nms_oracle_margin"][
+        "oracle_margin"] == 0.1
+    assert crowded["densities"]["iou_threshold"] == 0.5 and -1 <= crowded["densities"]["pearson"] <= 1
+    assert "MR-2" in report and "Predicted densities on the crowded split" in report
     assert nms["splits"]["crowded"]["min_pair_iou"] == 0.3
     assert set(nms["crowd_statistics"]) == {"shapes", "crowded", "coco128"}
     assert (root / "runs" / "faster_rcnn_crowded" / "raw_crowded.pt").is_file()  # saved once

@@ -55,7 +55,7 @@ DAMAGE = {
                               'runs["retinanet.seed+1"].reused: expected true or false, got \'yes\''),
     "an unknown verdict": (_set(["claims", 3, "verdict"], "probably"),
                            "claims[3].verdict: expected one of 'reproduced', 'not reproduced at this budget', "
-                           "'not measurable here', got 'probably'"),
+                           "'not measurable here', 'not tested', got 'probably'"),
     "a newer version": (_set(["detkit_compare"], SCHEMA_VERSION + 1),
                         f"detkit_compare: schema version {SCHEMA_VERSION + 1}: written by a newer detkit"),
     "no version": (_set(["detkit_compare"], DELETE), "detkit_compare: missing"),
@@ -85,8 +85,17 @@ def test_damage_is_refused_naming_the_json_path(cpu, damage):
 
 
 def test_a_newer_version_says_to_upgrade(cpu):
-    with pytest.raises(ValueError, match=r"reads versions up to 1\); upgrade detkit"):
-        validate({**cpu, "detkit_compare": 2})
+    with pytest.raises(ValueError, match=rf"reads versions up to {SCHEMA_VERSION}\); upgrade detkit"):
+        validate({**cpu, "detkit_compare": SCHEMA_VERSION + 1})
+
+
+def test_a_file_of_an_older_version_is_read_and_rewritten_as_this_one(cpu, tmp_path):
+    from detkit.compare import rebuild_report
+
+    (tmp_path / "results.json").write_text(json.dumps({**cpu, "detkit_compare": 1}))
+    validate({**cpu, "detkit_compare": 1})
+    rebuild_report(tmp_path)
+    assert json.loads((tmp_path / "results.json").read_text())["detkit_compare"] == SCHEMA_VERSION
 
 
 def test_not_an_object_is_refused():
