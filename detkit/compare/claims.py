@@ -217,13 +217,14 @@ def _check_suppressor(name: str, split: str):
         row, nms = rows[name], rows["nms"]
         delta, recall_gain = row["AP"] - nms["AP"], row["recall_covered"] - nms["recall_covered"]
         sigma = results["suites"]["nms"]["splits"][where]["sigma_vs_nms"][name]["AP"]
-        measured = (f"{where} split: {name} {row['AP']:.3f} vs nms {nms['AP']:.3f} AP: {delta:+.3f} (sigma {_n(sigma)}); "
-                    f"recall (IoU 0.5) {row['recall_covered']:.3f} vs {nms['recall_covered']:.3f}")
+        measured = (f"{where} split: {name} {row['AP']:.3f} vs nms {nms['AP']:.3f} AP: {delta:+.3f} "
+                    f"(sigma {_n(sigma)}); recall (IoU 0.5) {row['recall_covered']:.3f} vs {nms['recall_covered']:.3f}")
         if "raised" in row:
             measured += f"; threshold raised for {100 * row['raised']:.1f}% of kept boxes"
             if row["raised"] < MIN_RAISED_SHARE:
-                return measured, NOT_TESTED, (f"the predicted density raised the threshold of {100 * row['raised']:.1f}% "
-                                              f"of the kept boxes (< {100 * MIN_RAISED_SHARE:.0f}%): it acted as NMS")
+                share = f"{100 * row['raised']:.1f}%"
+                return measured, NOT_TESTED, (f"the predicted density raised the threshold of {share} of the kept "
+                                              f"boxes (< {100 * MIN_RAISED_SHARE:.0f}%): it acted as NMS")
         verdict, why = verdict_better(delta, sigma)
         if verdict == REPRODUCED and delta < MIN_SUPPRESSOR_AP_GAIN and recall_gain < MIN_SUPPRESSOR_RECALL_GAIN:
             return measured, NOT_REPRODUCED, (f"too small to notice: {delta:+.3f} AP (> 2 sigma, {_n(2 * sigma)}) and "

@@ -282,7 +282,8 @@ def _nms_suite(study: Study, run: TrainedRun, progress: bool) -> dict:
                                   "images": len(index.records), "cap": cap, "rows": rows, "sigma_vs_nms": sigma,
                                   "sweep": sweep}
         if has_densities:
-            suite["splits"][label]["densities"] = density_report(index, raw, SUPPRESSORS["adaptive_nms"]["iou_threshold"])
+            n_t = SUPPRESSORS["adaptive_nms"]["iou_threshold"]
+            suite["splits"][label]["densities"] = density_report(index, raw, n_t)
     for dataset_name, which in spec["crowd_statistics"].items():
         try:
             train_index, val_index = resolve_datasets({"data": study.datasets[dataset_name]})

@@ -31,7 +31,7 @@ from detkit.models.detectors.efficientdet import EFFICIENTDET_SCALING, efficient
 from detkit.models.detectors.ssd import SSD, SSD300_TRANSFORM, SSDCriterion
 from detkit.models.detectors.yolo import LETTERBOX_416, YOLO, YOLOV3_ANCHORS, YOLOCriterion
 from detkit.models.heads.dense_heads import EfficientDetHead, RetinaHead
-from detkit.models.heads.density_head import DensityHead
+from detkit.models.heads.density_head import DensityHead, DensitySubnet
 from detkit.models.heads.roi_heads import ConvFCHead, FastRCNNPredictor, RoIHeads, TwoMLPHead
 from detkit.models.heads.rpn import RPN, RPNHead
 from detkit.models.heads.ssd_head import SSDHead
@@ -139,7 +139,8 @@ def default_anchor_sizes(levels: list[str], shapes: Mapping[str, ShapeSpec]) -> 
 
 def build_rpn(config: Mapping[str, Any] | None, shapes: Mapping[str, ShapeSpec], where: str = "model.rpn") -> RPN:
     """Keys: in_levels, anchor_sizes (per level; default ``default_anchor_sizes``),
-    aspect_ratios (default 0.5, 1, 2), head_depth, head_norm, postprocess, and RPN's own arguments."""
+    aspect_ratios (default 0.5, 1, 2), head_depth, head_norm, postprocess, density (true, or
+    ``{channels: 128}``: Adaptive-NMS's density subnet), and RPN's own arguments."""
     config = dict(config or {})
     if "suppressor" in config:
         raise ValueError(f"{where}.suppressor is now {where}.postprocess (every suppressor is configured as "
@@ -154,16 +155,23 @@ def build_rpn(config: Mapping[str, Any] | None, shapes: Mapping[str, ShapeSpec],
     channels = {shapes[lvl].channels for lvl in levels}
     if len(channels) != 1:
         raise ValueError(f"{where}.in_levels: the shared head needs equal channels, got {channels}")
-    head = RPNHead(channels.pop(), counts.pop(), depth=config.pop("head_depth", 1), norm=config.pop("head_norm", False))
+    in_channels, num_anchors = channels.pop(), counts.pop()
+    head = RPNHead(in_channels, num_anchors, depth=config.pop("head_depth", 1), norm=config.pop("head_norm", False))
     postprocess = build_postprocess(config.pop("postprocess", None), f"{where}.postprocess")
-    return _call(RPN, config, where, anchors=anchors, head=head, in_levels=levels, postprocess=postprocess)
+    density = config.pop("density", False)
+    if density:
+        density = _call(DensitySubnet, {} if density is True else density, f"{where}.density", in_channels=in_channels,
+                        num_anchors=num_anchors)
+    return _call(RPN, config, where, anchors=anchors, head=head, in_levels=levels, postprocess=postprocess,
+                 density=density or None)
 
 
 BOX_HEADS = {"two_mlp": TwoMLPHead, "conv_fc": ConvFCHead}
 
 
 def build_roi_heads(config: Mapping[str, Any] | None, shapes: Mapping[str, ShapeSpec], num_classes: int,
-                    postprocess: Suppressor | None, where: str = "model.roi_heads") -> RoIHeads:
+                    postprocess: Suppressor | None, where: str = "model.roi_heads",
+                    densities_from_rpn: bool = False) -> RoIHeads:
     """Keys: in_levels, resolution (7), sampling_ratio (2), box_head ({type: two_mlp |
     conv_fc, ...}), density_head (bool), and RoIHeads' own arguments."""
     config = dict(config or {})
@@ -179,7 +187,7 @@ def build_roi_heads(config: Mapping[str, Any] | None, shapes: Mapping[str, Shape
     density = DensityHead(box_head.out_features) if config.pop("density_head", False) else None
     predictor = FastRCNNPredictor(box_head.out_features, num_classes + 1)
     return _call(RoIHeads, config, where, roi_pool=pool, box_head=box_head, predictor=predictor,
-                 density_head=density, postprocess=postprocess)
+                 density_head=density, postprocess=postprocess, densities_from_rpn=densities_from_rpn)
 
 
 def _head_levels(levels: list[str] | None, shapes: Mapping[str, ShapeSpec], where: str) -> list[str]:
@@ -214,7 +222,8 @@ def build_faster_rcnn(config: Mapping[str, Any], where: str = "model") -> Faster
     shapes = neck.out_shapes if neck is not None else backbone.out_shapes
     rpn = build_rpn(config.get("rpn"), shapes, f"{where}.rpn")
     postprocess = build_postprocess(config.get("postprocess"), f"{where}.postprocess")
-    roi_heads = build_roi_heads(config.get("roi_heads"), shapes, num_classes, postprocess, f"{where}.roi_heads")
+    roi_heads = build_roi_heads(config.get("roi_heads"), shapes, num_classes, postprocess, f"{where}.roi_heads",
+                                densities_from_rpn=rpn.density is not None)
     transform = _call(DetectionTransform, config.get("transform") or {}, f"{where}.transform")
     criterion = _call(FasterRCNNCriterion, config.get("criterion") or {}, f"{where}.criterion")
     return FasterRCNN(backbone, neck, rpn, roi_heads, transform, criterion, config.get("class_names"))

@@ -74,7 +74,8 @@ def test_weights_load_in_eval_mode_and_name_the_classes_without_data(trained):
     assert data_only.model is None and data_only.class_names == run.class_names
 
 
-@pytest.mark.parametrize("key,option", [("eval_transforms", {"letterbox": 96}), ("train_transforms", {"resize": [96, 96]})])
+@pytest.mark.parametrize("key,option", [("eval_transforms", {"letterbox": 96}),
+                                        ("train_transforms", {"resize": [96, 96]})])
 def test_the_input_size_is_set_only_by_the_model_transform(shapes, tmp_path, key, option):
     config = tiny_config(shapes)
     config["data"][key] = {**config["data"].get(key, {}), **option}

@@ -1,5 +1,6 @@
 """Adaptive-NMS density targets: each ground-truth box's highest IoU with another one, by hand."""
 
+import pytest
 import torch
 
 from detkit.models.heads.density_head import density_targets
@@ -22,3 +23,93 @@ def test_a_box_alone_has_density_zero_not_its_iou_with_itself():
     assert density_targets(torch.zeros(0, 4)).shape == (0,)
     twins = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0]])
     assert torch.allclose(density_targets(twins), torch.ones(2))
+
+
+# ------------------------------------------------------------------------------ the RPN's density subnet
+
+TINY = {"type": "faster_rcnn", "num_classes": 3,
+        "backbone": {"type": "resnet", "depth": 18, "frozen_stages": -1, "norm": "bn"},
+        "neck": {"type": "fpn", "out_channels": 32},
+        "rpn": {"pre_nms_top_n": [200, 100], "post_nms_top_n": [100, 50], "density": {"channels": 16}},
+        "roi_heads": {"box_head": {"type": "two_mlp", "representation": 64}, "batch_per_image": 32,
+                      "score_threshold": 0.0},
+        "transform": {"min_size": 96, "max_size": 96}, "postprocess": {"type": "adaptive_nms"}}
+
+
+def test_the_subnet_is_the_papers_shape():
+    from detkit.models.heads.density_head import DensitySubnet
+
+    subnet = DensitySubnet(32, 9, channels=16)
+    assert subnet.reduce.kernel_size == (1, 1) and subnet.reduce.out_channels == 16
+    # the reduced features, the 9 objectness logits and the 36 offsets in; one density per anchor out
+    assert subnet.predict.kernel_size == (5, 5) and subnet.predict.in_channels == 16 + 9 + 36
+    assert subnet.predict.out_channels == 9
+    features = [torch.randn(2, 32, 12, 10), torch.randn(2, 32, 6, 5)]
+    out = subnet(features, [torch.randn(2, 9, 12, 10), torch.randn(2, 9, 6, 5)],
+                 [torch.randn(2, 36, 12, 10), torch.randn(2, 36, 6, 5)])
+    assert [tuple(o.shape) for o in out] == [(2, 9, 12, 10), (2, 9, 6, 5)]
+    assert all(((o >= 0) & (o <= 1)).all() for o in out)
+
+
+def test_positive_anchors_learn_their_objects_density():
+    """Anchors equal to two objects at IoU 0.6 (both foreground), and far background ones: the
+    loss is smooth-L1 (beta 1/9) of the positives' density error, averaged over them."""
+    from detkit.models.detectors.faster_rcnn import FasterRCNNCriterion
+    from detkit.models.heads.rpn import RPNOutput
+
+    gt = torch.tensor([[0.0, 0.0, 50.0, 100.0], [12.5, 0.0, 62.5, 100.0]])  # IoU 37.5 * 100 / 6250 = 0.6
+    anchors = torch.cat([gt, torch.tensor([[200.0, 200.0, 220.0, 220.0], [300.0, 300.0, 310.0, 310.0]])])
+    criterion = FasterRCNNCriterion()
+
+    def loss(densities):
+        rpn = RPNOutput([], [], torch.zeros(1, 4), torch.zeros(1, 4, 4), anchors, [], densities[None])
+        return criterion.rpn_losses(rpn, [{"boxes": gt, "labels": torch.tensor([0, 0])}])["rpn_density"]
+
+    assert float(loss(torch.tensor([0.6, 0.6, 0.9, 0.9]))) == pytest.approx(0.0, abs=1e-6)  # negatives do not count
+    # an error of 0.1 on both positives, inside beta (1/9): 0.5 x^2 / beta = 0.045 each, averaged
+    assert float(loss(torch.tensor([0.7, 0.5, 0.0, 0.0]))) == pytest.approx(0.5 * 0.1**2 * 9, abs=1e-6)
+    # 0.3 beyond beta: 0.3 - 0.5 / 9 on one, 0 on the other, averaged over the two positives
+    assert float(loss(torch.tensor([0.9, 0.6, 0.0, 0.0]))) == pytest.approx((0.3 - 0.5 / 9) / 2, abs=1e-6)
+
+
+def test_each_detection_carries_the_density_of_its_proposals_anchor():
+    """A forced density map with a distinct value per anchor: each proposal's density is the map
+    at its anchor, and each detection's is one of the proposals' (the RoI keeps its proposal's)."""
+    from detkit.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(TINY).eval()
+    forced = {}
+
+    def distinct(features, objectness, deltas):
+        maps = []
+        for level, logits in enumerate(objectness):
+            n, a, h, w = logits.shape
+            values = torch.arange(n * a * h * w, dtype=torch.float32).reshape(n, a, h, w)
+            maps.append((values + 1000 * level) / 1e5)  # unique, below 1
+        forced["maps"] = maps
+        return maps
+
+    model.rpn.density.forward = distinct
+    images = [torch.rand(3, 96, 96)]
+    with torch.no_grad():
+        batch, _ = model.transform(images)
+        rpn = model.rpn(batch, model.features(batch.tensors))
+        flat = torch.cat([m.permute(0, 2, 3, 1).reshape(1, -1) for m in forced["maps"]], dim=1)[0]
+        assert torch.equal(rpn.proposal_densities()[0], flat[rpn.anchor_index[0]])
+        detection = model(images)[0]
+    assert len(detection["densities"]) > 0
+    assert set(detection["densities"].tolist()) <= set(rpn.proposal_densities()[0].tolist())
+
+
+def test_one_density_predictor_at_a_time_and_adaptive_nms_needs_one():
+    from detkit.models import build_model
+
+    with pytest.raises(ValueError, match="choose one"):
+        build_model({**TINY, "roi_heads": {**TINY["roi_heads"], "density_head": True}})
+    with pytest.raises(ValueError, match=r"needs densities: enable the density head .* or the RPN's density subnet"):
+        build_model({**TINY, "rpn": {**TINY["rpn"], "density": False}})
+    model = build_model(TINY).train()
+    losses = model([torch.rand(3, 96, 96)], [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}])
+    losses["rpn_density"].backward(retain_graph=True)  # no object: a zero loss that still reaches every weight
+    assert model.rpn.density.predict.weight.grad is not None

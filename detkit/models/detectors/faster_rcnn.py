@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from detkit.models.backbones.base import FeatureExtractor
 from detkit.models.coders import BoxCoder
+from detkit.models.heads.density_head import density_targets
 from detkit.models.heads.roi_heads import RoIHeads, RoIOutput, RoISamples
 from detkit.models.heads.rpn import RPN, RPNOutput
 from detkit.models.matchers import BACKGROUND, IGNORED, BalancedSampler, Matcher
@@ -31,12 +32,14 @@ class FasterRCNNCriterion(nn.Module):
     RPN: anchors are matched to ground truth (IoU >= 0.7 foreground, < 0.3 background, and
     each object's best anchors foreground), 256 sampled per image at up to 1:1; objectness
     by binary cross-entropy, offsets of the foreground by smooth-L1 (beta 1/9), both over
-    the sampled anchors. RoI head: cross-entropy over the sampled RoIs, smooth-L1 (beta
-    1/9) on the true class's offsets of the foreground RoIs, divided by all sampled RoIs;
-    the density head's smooth-L1 on foreground RoIs. These are torchvision's definitions.
+    the sampled anchors; with the RPN's density subnet, each sampled foreground anchor's
+    density towards its object's (smooth-L1, beta 1/9, averaged over them; Liu et al.).
+    RoI head: cross-entropy over the sampled RoIs, smooth-L1 (beta 1/9) on the true class's
+    offsets of the foreground RoIs, divided by all sampled RoIs; the density head's smooth-L1
+    on foreground RoIs. These are torchvision's definitions (the densities aside).
 
     Args:
-        weights: multipliers of "rpn_objectness", "rpn_box", "classifier", "box", "density".
+        weights: multipliers of "rpn_objectness", "rpn_box", "rpn_density", "classifier", "box", "density".
     """
 
     def __init__(
@@ -51,7 +54,8 @@ class FasterRCNNCriterion(nn.Module):
         self.rpn_matcher = Matcher(rpn_fg_iou, rpn_bg_iou, allow_low_quality=True)
         self.rpn_sampler = BalancedSampler(rpn_batch_per_image, rpn_positive_fraction)
         self.rpn_coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
-        self.weights = {"rpn_objectness": 1.0, "rpn_box": 1.0, "classifier": 1.0, "box": 1.0, "density": 1.0}
+        self.weights = {"rpn_objectness": 1.0, "rpn_box": 1.0, "rpn_density": 1.0, "classifier": 1.0, "box": 1.0,
+                        "density": 1.0}
         for key, value in (weights or {}).items():
             if key not in self.weights:
                 raise ValueError(f"criterion.weights.{key}: unknown loss (known: {', '.join(self.weights)})")
@@ -62,19 +66,21 @@ class FasterRCNNCriterion(nn.Module):
         return {name: self.weights[name] * value for name, value in losses.items()}
 
     def rpn_losses(self, rpn: RPNOutput, targets: list[dict]) -> dict[str, Tensor]:
-        labels, regression = [], []
+        labels, regression, densities = [], [], []
         with torch.no_grad():
             for target in targets:
                 gt = target["boxes"]
                 if gt.numel() == 0:
                     labels.append(torch.zeros(len(rpn.anchors), device=gt.device))
                     regression.append(torch.zeros_like(rpn.anchors))
+                    densities.append(torch.zeros(len(rpn.anchors), device=gt.device))
                     continue
                 matched = self.rpn_matcher(box_iou(gt, rpn.anchors))
                 label = (matched >= 0).to(torch.float32)
                 label[matched == IGNORED] = -1.0
                 labels.append(label)
                 regression.append(self.rpn_coder.encode(gt[matched.clamp(min=0)], rpn.anchors))
+                densities.append(density_targets(gt)[matched.clamp(min=0)])
         positive, negative = [], []
         offset = 0
         for label in labels:
@@ -88,10 +94,15 @@ class FasterRCNNCriterion(nn.Module):
         deltas = rpn.deltas.reshape(-1, 4)
         labels, regression = torch.cat(labels), torch.cat(regression)
         box = smooth_l1_loss(deltas[positive], regression[positive], beta=1 / 9, reduction="sum") / sampled.numel()
-        return {
+        losses = {
             "rpn_objectness": F.binary_cross_entropy_with_logits(objectness[sampled], labels[sampled]),
             "rpn_box": box,
         }
+        if rpn.densities is not None:
+            wanted = torch.cat(densities)[positive]
+            losses["rpn_density"] = smooth_l1_loss(rpn.densities.flatten()[positive], wanted, beta=1 / 9,
+                                                   reduction="sum") / max(1, positive.numel())
+        return losses
 
     def roi_losses(self, roi: RoIOutput, samples: RoISamples) -> dict[str, Tensor]:
         labels = torch.cat(samples.labels)
@@ -159,7 +170,7 @@ class FasterRCNN(nn.Module):
             roi = self.roi_heads(features, samples.proposals, batch.image_sizes)
             return self.criterion(rpn, roi, samples, targets)
         roi = self.roi_heads(features, rpn.proposals, batch.image_sizes)
-        detections = self.roi_heads.detect(roi, rpn.proposals, batch.image_sizes)
+        detections = self.roi_heads.detect(roi, rpn.proposals, batch.image_sizes, rpn.proposal_densities())
         return self.transform.postprocess(detections, batch.image_sizes, original_sizes)
 
     @torch.no_grad()

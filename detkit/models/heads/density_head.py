@@ -3,8 +3,15 @@
 The density of an object is its highest IoU with any other object of the image:
 d_i = max_{j != i} IoU(b_i, b_j) (0 for an object alone). A detector that predicts it for
 each detection lets ``adaptive_nms`` raise the suppression threshold inside crowds
-(N_M = max(N_t, d_M)). ``DensityHead`` predicts it from each RoI's box-head vector and is
-trained with smooth-L1 towards the density of the ground truth the RoI matched.
+(N_M = max(N_t, d_M)). Two predictors:
+
+- ``DensitySubnet``, the paper's: beside the RPN (two-stage) or a dense head, a 1x1 conv
+  reduces each level's features, the objectness and box-offset maps are concatenated to them,
+  and a 5x5 conv predicts one density per anchor; a positive anchor's target is the density of
+  the object it matched (smooth-L1). Each proposal carries its anchor's density through the
+  proposals' top-k and suppression, the RoI head and the final suppression.
+- ``DensityHead``: from each RoI's box-head vector, trained towards the density of the ground
+  truth the RoI matched (detkit's earlier predictor, kept as the measured alternative).
 """
 
 from __future__ import annotations
@@ -22,6 +29,35 @@ def density_targets(boxes: Tensor) -> Tensor:
     iou = box_iou(boxes, boxes)
     iou.fill_diagonal_(0)
     return iou.max(dim=1).values
+
+
+class DensitySubnet(nn.Module):
+    """Liu et al.'s density subnet: per level, (N, C, H, W) features with the RPN's (N, A, H, W)
+    objectness and (N, 4A, H, W) offsets -> (N, A, H, W) densities in [0, 1].
+
+    reduce: 1x1 conv C -> ``channels`` (+ ReLU); then concat [reduced, objectness, offsets]
+    -> 5x5 conv -> A channels -> sigmoid. Shared across levels, as the RPN head is.
+
+    Args:
+        in_channels: C, the channels of every level.
+        num_anchors: A, anchors per cell.
+        channels: the reduced width (the paper does not state it; 128 by default).
+    """
+
+    def __init__(self, in_channels: int, num_anchors: int, channels: int = 128):
+        super().__init__()
+        self.reduce = nn.Conv2d(in_channels, channels, 1)
+        self.predict = nn.Conv2d(channels + 5 * num_anchors, num_anchors, 5, padding=2)
+        for layer in (self.reduce, self.predict):
+            nn.init.normal_(layer.weight, std=0.01)
+            nn.init.constant_(layer.bias, 0)
+
+    def forward(self, features: list[Tensor], objectness: list[Tensor], deltas: list[Tensor]) -> list[Tensor]:
+        out = []
+        for feature, logits, offsets in zip(features, objectness, deltas):
+            x = torch.cat([torch.relu(self.reduce(feature)), logits, offsets], dim=1)  # (N, channels + 5A, H, W)
+            out.append(torch.sigmoid(self.predict(x)))  # (N, A, H, W)
+        return out
 
 
 class DensityHead(nn.Module):

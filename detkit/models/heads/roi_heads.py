@@ -122,6 +122,8 @@ class RoIHeads(nn.Module):
         box_head: turns pooled features (R, C, S, S) into vectors (R, D).
         predictor: ``FastRCNNPredictor(D, K)``.
         density_head: predicts each RoI's crowd density for Adaptive-NMS (None: off).
+        densities_from_rpn: the densities come with the proposals instead (the RPN's density
+            subnet, Liu et al.'s design), each RoI keeping its proposal's.
         coder_weights: box-coding weights (10, 10, 5, 5): offsets of comparable magnitude.
         fg_iou, bg_iou: a RoI with IoU >= fg_iou is foreground, below bg_iou background.
         batch_per_image, positive_fraction: RoIs sampled per image (512) at 1:3.
@@ -146,8 +148,13 @@ class RoIHeads(nn.Module):
         min_size: float = 1e-2,
         detections_per_image: int = 100,
         postprocess: Suppressor | None = None,
+        densities_from_rpn: bool = False,
     ):
         super().__init__()
+        if density_head is not None and densities_from_rpn:
+            raise ValueError("roi_heads: densities from the RPN's density subnet and from a RoI density head: "
+                             "choose one (rpn.density or roi_heads.density_head)")
+        self.densities_from_rpn = densities_from_rpn
         self.roi_pool = roi_pool
         self.box_head = box_head
         self.predictor = predictor
@@ -162,8 +169,9 @@ class RoIHeads(nn.Module):
     def set_postprocess(self, postprocess: Suppressor, cap: int | None = None) -> None:
         """Post-process with another suppressor (and at most ``cap`` detections per image), no retraining."""
         self.postprocess = checked_postprocess(
-            postprocess, densities=self.density_head is not None, detector="Faster R-CNN",
-            hint="enable the density head (model.roi_heads.density_head: true) and train with it")
+            postprocess, densities=self.density_head is not None or self.densities_from_rpn, detector="Faster R-CNN",
+            hint="enable the density head (model.roi_heads.density_head: true) or the RPN's density subnet "
+                 "(model.rpn.density: true) and train with it")
         if cap is not None:
             self.detections_per_image = checked_cap(cap, "Faster R-CNN")
 
@@ -203,14 +211,21 @@ class RoIHeads(nn.Module):
         return out
 
     @torch.no_grad()
-    def detect(self, output: RoIOutput, proposals: list[Tensor], image_sizes) -> list[dict]:
+    def detect(self, output: RoIOutput, proposals: list[Tensor], image_sizes,
+               proposal_densities: list[Tensor] | None = None) -> list[dict]:
         """Detections per image: ``boxes`` (Tensor[D, 4] xyxy, resized image), ``scores``,
-        ``labels`` (dataset labels, 0..K-2), and ``densities`` when the density head is on."""
+        ``labels`` (dataset labels, 0..K-2), and ``densities`` when densities are predicted
+        (by the density head, or carried from the proposals: ``proposal_densities``)."""
         num_classes = output.class_logits.shape[-1]
         boxes_all = self.coder.decode(output.box_regression, torch.cat(proposals))  # (R, K, 4)
         scores_all = F.softmax(output.class_logits, -1)
         per_image = [len(p) for p in proposals]
-        densities_all = output.densities.split(per_image) if output.densities is not None else [None] * len(per_image)
+        if output.densities is not None:
+            densities_all = output.densities.split(per_image)
+        elif self.densities_from_rpn and proposal_densities is not None:
+            densities_all = proposal_densities
+        else:
+            densities_all = [None] * len(per_image)
         detections = []
         for boxes, scores, densities, size in zip(
             boxes_all.split(per_image), scores_all.split(per_image), densities_all, image_sizes

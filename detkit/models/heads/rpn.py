@@ -8,8 +8,10 @@ logits) and a 1x1 conv with 4A outputs (box offsets): Ren et al.'s A = 9 anchors
 x 3 aspect ratios) give 9 and 36 channels. ``RPN`` decodes the offsets against the anchors
 into proposals, keeps the ``pre_nms_top_n`` best of each level, clips them to the image,
 drops tiny ones and suppresses duplicates per level with the configured suppressor (NMS at
-0.7 by default), keeping ``post_nms_top_n``. Its training targets and losses are computed by
-the detector's criterion (``detectors/faster_rcnn.py``), not here.
+0.7 by default), keeping ``post_nms_top_n``. With a ``DensitySubnet`` (Adaptive-NMS, Liu et
+al.) it also predicts a crowd density per anchor, and each proposal carries its anchor's.
+Its training targets and losses are computed by the detector's criterion
+(``detectors/faster_rcnn.py``), not here.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch import Tensor, nn
 
 from detkit.models.anchors import AnchorGenerator
 from detkit.models.coders import BoxCoder
+from detkit.models.heads.density_head import DensitySubnet
 from detkit.models.postprocess import checked_postprocess
 from detkit.models.transform import ImageBatch
 from detkit.ops import Suppressor, clip_boxes_to_image, remove_small_boxes
@@ -71,6 +74,8 @@ class RPNOutput:
     scores: per image, Tensor[P], their objectness probabilities.
     objectness (Tensor[N, T]): logits of every anchor; deltas (Tensor[N, T, 4]): their offsets.
     anchors (Tensor[T, 4]): the anchors (the same for every image of the batch).
+    anchor_index: per image, Tensor[P]: the anchor (row of ``anchors``) each proposal came from.
+    densities (Tensor[N, T] or None): every anchor's predicted crowd density (density subnet).
     """
 
     proposals: list[Tensor]
@@ -78,6 +83,14 @@ class RPNOutput:
     objectness: Tensor
     deltas: Tensor
     anchors: Tensor
+    anchor_index: list[Tensor]
+    densities: Tensor | None = None
+
+    def proposal_densities(self) -> list[Tensor] | None:
+        """Per image, each proposal's density: its anchor's (None without a density subnet)."""
+        if self.densities is None:
+            return None
+        return [d.detach()[index] for d, index in zip(self.densities, self.anchor_index)]
 
 
 def flatten_levels(logits: list[Tensor], deltas: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -103,6 +116,7 @@ class RPN(nn.Module):
             NMS at 0.7 if None, as Ren et al.).
         score_threshold: minimum objectness probability of a proposal.
         min_size: proposals narrower or shorter than this (pixels) are dropped.
+        density: a ``DensitySubnet`` predicting each anchor's crowd density (None: off).
     """
 
     def __init__(
@@ -115,17 +129,19 @@ class RPN(nn.Module):
         postprocess: Suppressor | None = None,
         score_threshold: float = 0.0,
         min_size: float = 1e-3,
+        density: DensitySubnet | None = None,
     ):
         super().__init__()
         self.anchors = anchors
         self.head = head
+        self.density = density
         self.in_levels = list(in_levels)
         if len(self.in_levels) != len(anchors.sizes):
             raise ValueError(f"rpn: {len(self.in_levels)} in_levels but anchor sizes for {len(anchors.sizes)}")
         self.pre_nms_top_n = tuple(pre_nms_top_n)
         self.post_nms_top_n = tuple(post_nms_top_n)
-        self.postprocess = checked_postprocess(postprocess or Suppressor("nms", {"iou_threshold": 0.7}), densities=False,
-                                               detector="RPN")
+        default = Suppressor("nms", {"iou_threshold": 0.7})  # Ren et al.'s
+        self.postprocess = checked_postprocess(postprocess or default, densities=False, detector="RPN")
         self.score_threshold = score_threshold
         self.min_size = min_size
         self.coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
@@ -133,18 +149,24 @@ class RPN(nn.Module):
     def forward(self, batch: ImageBatch, features: Mapping[str, Tensor]) -> RPNOutput:
         maps = [features[lvl] for lvl in self.in_levels]
         logits, deltas = self.head(maps)
+        density_maps = self.density(maps, logits, deltas) if self.density is not None else None
         per_level = [int(lg[0].numel()) for lg in logits]  # H * W * A of each level
         anchors = torch.cat(
             self.anchors(batch.tensors.shape[-2:], [m.shape[-2:] for m in maps], maps[0].dtype, maps[0].device)
         )
+        densities = None
+        if density_maps is not None:  # (N, A, H, W) per level -> (N, T), in the anchors' order
+            densities = torch.cat([d.permute(0, 2, 3, 1).reshape(d.shape[0], -1) for d in density_maps], dim=1)
         objectness, deltas = flatten_levels(logits, deltas)
         n = objectness.shape[0]
         proposals = self.coder.decode(deltas.detach().reshape(-1, 4), anchors.repeat(n, 1)).view(n, -1, 4)
-        boxes, scores = self.select(proposals, objectness.detach(), per_level, batch.image_sizes)
-        return RPNOutput(boxes, scores, objectness, deltas, anchors)
+        boxes, scores, anchor_index = self.select(proposals, objectness.detach(), per_level, batch.image_sizes)
+        return RPNOutput(boxes, scores, objectness, deltas, anchors, anchor_index, densities)
 
-    def select(self, proposals: Tensor, objectness: Tensor, per_level: list[int], image_sizes) -> tuple[list, list]:
-        """The best proposals of each image: top-k per level, clip, drop tiny, suppress per level."""
+    def select(self, proposals: Tensor, objectness: Tensor, per_level: list[int], image_sizes
+               ) -> tuple[list, list, list]:
+        """The best proposals of each image: top-k per level, clip, drop tiny, suppress per level.
+        Returns per image their boxes, objectness probabilities and anchors (rows of T)."""
         stage = 0 if self.training else 1
         top_n, post_n = self.pre_nms_top_n[stage], self.post_nms_top_n[stage]
         levels = torch.cat([torch.full((k,), i, dtype=torch.int64, device=proposals.device)
@@ -157,13 +179,15 @@ class RPN(nn.Module):
         chosen = torch.cat(chosen, dim=1)  # (N, K)
         rows = torch.arange(objectness.shape[0], device=objectness.device)[:, None]
         probabilities = torch.sigmoid(objectness[rows, chosen])
-        boxes_out, scores_out = [], []
-        for boxes, scores, lvl, size in zip(proposals[rows, chosen], probabilities, levels[chosen], image_sizes):
+        boxes_out, scores_out, index_out = [], [], []
+        for boxes, scores, lvl, index, size in zip(proposals[rows, chosen], probabilities, levels[chosen], chosen,
+                                                   image_sizes):
             boxes = clip_boxes_to_image(boxes, size)
             keep = remove_small_boxes(boxes, self.min_size)
             keep = keep[scores[keep] >= self.score_threshold]
-            boxes, scores, lvl = boxes[keep], scores[keep], lvl[keep]
+            boxes, scores, lvl, index = boxes[keep], scores[keep], lvl[keep], index[keep]
             keep, scores = self.postprocess(boxes, scores, lvl)
             boxes_out.append(boxes[keep[:post_n]])
             scores_out.append(scores[:post_n])
-        return boxes_out, scores_out
+            index_out.append(index[keep[:post_n]])
+        return boxes_out, scores_out, index_out
