@@ -31,6 +31,7 @@ from detkit.evaluation.bootstrap import match_images
 from detkit.evaluation.coco_eval import coco_ground_truth
 from detkit.evaluation.miss_rate import mr2
 from detkit.models.build import build_postprocess
+from detkit.models.heads.density_head import density_targets
 from detkit.ops import batched_diou_nms, batched_nms, box_iou
 
 MATCH_IOU = 0.5
@@ -125,38 +126,31 @@ def _operating_point(gt_boxes, gt_labels, crowd, det: Mapping, threshold: float)
     return tp, duplicates, other
 
 
-def object_densities(boxes: torch.Tensor, labels: torch.Tensor, *, same_class: bool = False) -> torch.Tensor:
-    """Tensor[G]: each object's true density, its max IoU with another object of the image
-    (Liu et al.'s d_i, class-agnostic as the paper's pedestrians; ``same_class``: only
-    neighbours of its class, as class-aware suppression sees them); 0 when alone."""
-    if len(boxes) < 2:
-        return boxes.new_zeros(len(boxes))
-    iou = box_iou(boxes, boxes)
-    iou.fill_diagonal_(0)
-    if same_class:
-        iou[labels[:, None] != labels[None, :]] = 0
-    return iou.max(dim=1).values
+def _best_objects(det: Mapping, gt_boxes: torch.Tensor, gt_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(bool[D]: the candidates that cover an object of their class at IoU >= MATCH_IOU,
+    int64[D]: the object each overlaps most)."""
+    iou = box_iou(det["boxes"].float(), gt_boxes)
+    iou[det["labels"][:, None] != gt_labels[None, :]] = 0
+    best, which = iou.max(dim=1)
+    return best >= MATCH_IOU, which
 
 
 def oracle_densities(index: DatasetIndex, raw: Mapping[int, Mapping], *, margin: float = 0.0,
                      same_class: bool = False) -> dict[int, dict]:
     """The raw candidates with the oracle's densities, for Adaptive-NMS's ceiling: a candidate
     that covers an object of its class (IoU >= 0.5) gets the true density of the object it
-    overlaps most (``object_densities``), plus ``margin`` (at most 1); the others keep their
-    predicted density (0 where the model predicts none)."""
+    overlaps most (its max IoU with another object, Liu et al.'s d_i: ``density_targets``; with
+    ``same_class`` only with objects of its class), plus ``margin`` (at most 1); the others keep
+    their predicted density (0 where the model predicts none)."""
     objects = _objects(index)
     out = {}
     for image_id, det in raw.items():
         gt_boxes, gt_labels, _ = objects[image_id]
-        boxes, labels = det["boxes"].float(), det["labels"]
         densities = det.get("densities")
-        densities = densities.clone().float() if densities is not None else boxes.new_zeros(len(boxes))
-        if len(gt_boxes) and len(boxes):
-            truth = object_densities(gt_boxes, gt_labels, same_class=same_class)
-            iou = box_iou(boxes, gt_boxes)
-            iou[labels[:, None] != gt_labels[None, :]] = 0
-            best, which = iou.max(dim=1)
-            matched = best >= MATCH_IOU
+        densities = densities.clone().float() if densities is not None else det["boxes"].new_zeros(len(det["boxes"]))
+        if len(gt_boxes) and len(det["boxes"]):
+            truth = density_targets(gt_boxes, gt_labels if same_class else None)
+            matched, which = _best_objects(det, gt_boxes, gt_labels)
             densities[matched] = (truth[which[matched]] + margin).clamp(max=1.0)
         out[image_id] = {**det, "densities": densities}
     return out
@@ -175,12 +169,9 @@ def density_report(index: DatasetIndex, raw: Mapping[int, Mapping], iou_threshol
         gt_boxes, gt_labels, _ = objects[image_id]
         if not len(gt_boxes) or not len(det["boxes"]) or det.get("densities") is None:
             continue
-        iou = box_iou(det["boxes"].float(), gt_boxes)
-        iou[det["labels"][:, None] != gt_labels[None, :]] = 0
-        best, which = iou.max(dim=1)
-        matched = best >= MATCH_IOU
+        matched, which = _best_objects(det, gt_boxes, gt_labels)
         predicted.append(det["densities"][matched].double())
-        truth.append(object_densities(gt_boxes, gt_labels)[which[matched]].double())
+        truth.append(density_targets(gt_boxes)[which[matched]].double())
     p = torch.cat(predicted) if predicted else torch.zeros(0, dtype=torch.float64)
     t = torch.cat(truth) if truth else torch.zeros(0, dtype=torch.float64)
     crowded, lone = t > iou_threshold, t == 0

@@ -128,7 +128,8 @@ def test_raw_candidates_restores_the_model_on_error():
 
 
 def test_oracle_densities_give_each_matched_candidate_its_objects_true_density():
-    from detkit.compare.suppression import object_densities, oracle_densities, suppress
+    from detkit.compare.suppression import oracle_densities, suppress
+    from detkit.models.heads.density_head import density_targets
     from types import SimpleNamespace
 
     from detkit.data.records import ImageRecord
@@ -141,9 +142,9 @@ def test_oracle_densities_give_each_matched_candidate_its_objects_true_density()
     record = ImageRecord(image_id=1, path=Path("a.jpg"), file_name="a.jpg", width=300, height=120, boxes=boxes,
                          labels=labels, iscrowd=np.zeros(4, bool))
     index = SimpleNamespace(records=[record])  # what the oracle reads of a dataset
-    truth = object_densities(torch.as_tensor(boxes), torch.as_tensor(labels))
+    truth = density_targets(torch.as_tensor(boxes))
     assert truth[0] == pytest.approx(0.6) and truth[2] == 0
-    same = object_densities(torch.as_tensor(boxes), torch.as_tensor(labels), same_class=True)
+    same = density_targets(torch.as_tensor(boxes), torch.as_tensor(labels))
     assert same[1] == pytest.approx(0.6) and truth[1] > same[1]  # the dog crowds person 2 only class-agnostically
     candidates = torch.tensor([[1, 0, 51, 100], [12, 0, 62, 100], [201, 0, 251, 100], [120, 0, 170, 100]],
                               dtype=torch.float32)

@@ -22,12 +22,15 @@ from torch import Tensor, nn
 from detkit.ops import box_iou
 
 
-def density_targets(boxes: Tensor) -> Tensor:
-    """Tensor[M]: each box's max IoU with another box of the set (0 when alone)."""
+def density_targets(boxes: Tensor, labels: Tensor | None = None) -> Tensor:
+    """Tensor[M]: each box's max IoU with another box of the set (0 when alone); with
+    ``labels``, only with boxes of its own label (as class-aware suppression sees them)."""
     if len(boxes) < 2:
         return boxes.new_zeros(len(boxes))
     iou = box_iou(boxes, boxes)
     iou.fill_diagonal_(0)
+    if labels is not None:
+        iou[labels[:, None] != labels[None, :]] = 0
     return iou.max(dim=1).values
 
 
