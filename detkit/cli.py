@@ -104,9 +104,11 @@ def data() -> None:
 @click.option("--seed", default=0, show_default=True, help="Random seed: the same seed writes the same dataset.")
 @click.option("--size", default=256, show_default=True, help="Image side in pixels.")
 @click.option("--crowded", is_flag=True, help="Crowds of heavily overlapping objects of one class (for NMS studies).")
+@click.option("--dense", is_flag=True,
+              help="Dense crowds (for Adaptive-NMS): most crowds translucent, neighbours at IoU 0.5-0.85.")
 @click.option("--workers", default=1, show_default=True, help="Processes generating images.")
 @user_errors
-def data_synth(out, images, seed, size, crowded, workers):
+def data_synth(out, images, seed, size, crowded, dense, workers):
     """Write a synthetic COCO dataset of shapes on textured backgrounds.
 
     Objects of five shape classes in all of COCO's size ranges, partly occluding each
@@ -114,7 +116,7 @@ def data_synth(out, images, seed, size, crowded, workers):
     """
     from detkit.data.synthetic import generate
 
-    path = generate(out, images, seed, size=size, crowded=crowded, workers=workers, progress=True)
+    path = generate(out, images, seed, size=size, crowded="dense" if dense else crowded, workers=workers, progress=True)
     click.echo(f"wrote {path} ({images} images)")
 
 

@@ -19,7 +19,7 @@ A study is a YAML file; the three budgets ship as ``configs/compare/{smoke,cpu,f
       focal: {focal: retinanet, cross_entropy: retinanet_ce}
       necks: {fpn: ..., bifpn: ...}
       backbones: {resnet: ..., efficientnet: ...}
-      nms: {run: ..., splits: {normal: shapes, crowded: {dataset: crowded, min_pair_iou: 0.5}}}
+      nms: {run: ..., also: [...], splits: {normal: shapes, crowded: {dataset: crowded, min_pair_iou: 0.5}}}
     measure: {latency_images: 30, warmup: 3, bootstrap: 200, seed_probe: {run: retinanet, seeds: 2}}
 
 A run's config is built in this order, later over earlier: the ``config`` file (or the run
@@ -56,6 +56,7 @@ MEASURE_DEFAULTS: dict[str, Any] = {
     "precise_bn": 0,
 }
 NMS_DEFAULTS: dict[str, Any] = {
+    "also": [],  # further runs whose raw candidates the suite re-suppresses: their tables, no verdicts
     "score_threshold": 0.5,  # the operating point of the duplicates / recall-at-a-threshold diagnostics
     "sweep": {  # thresholds each family is swept over (IoU for all but gaussian Soft-NMS's sigma)
         "iou": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
@@ -135,7 +136,7 @@ def suite_runs(suite: str, spec: Mapping) -> list[str]:
     if suite == "detectors":
         return list(spec["runs"])
     if suite == "nms":
-        return [spec["run"]]
+        return [spec["run"], *spec.get("also", [])]
     return [spec[role] for role in PAIRS[suite]]
 
 
@@ -293,6 +294,13 @@ def _suite(name: str, spec: Any, runs: Mapping[str, Run], datasets: Mapping, whe
                 raise unknown_choice(dataset, datasets, f"{where}.crowd_statistics", "dataset")
             if split not in ("train", "val"):
                 raise ValueError(f"{where}.crowd_statistics.{dataset} must be train or val, got {split!r}")
+    if name == "nms":
+        also = spec.get("also", [])
+        if not isinstance(also, list) or spec.get("run") in also:
+            raise ValueError(f"{where}.also must be a list of runs besides {where}.run, got {also!r}")
+        for run in also:
+            if run not in runs:
+                raise unknown_choice(run, runs, f"{where}.also", "run")
     for key in [k for k in roles if k in ("runs", "run") or k in PAIRS.get(name, ())]:
         if key not in spec:
             raise ValueError(f"{where}.{key} is required")

@@ -34,8 +34,10 @@ def test_from_inherits_and_changes_one_part():
     b3 = study.runs["retinanet_b3"].config["model"]["backbone"]
     assert b3 == {"type": "efficientnet", "variant": "b3", "out_levels": ["C3", "C4", "C5"], "frozen_stages": -1}
     crowded = study.runs["faster_rcnn_crowded"]
-    assert crowded.dataset == "crowded" and crowded.config["data"]["synthetic"]["crowded"] is True
-    assert crowded.config["model"]["roi_heads"]["density_head"] is True
+    assert crowded.dataset == "dense" and crowded.config["data"]["synthetic"]["crowded"] == "dense"
+    assert crowded.config["model"]["rpn"]["density"] is True
+    assert study.runs["retinanet_crowded"].config["model"]["head"]["density"] is True
+    assert study.runs_for(["nms"]) == ["faster_rcnn_crowded", "retinanet_crowded"]
 
 
 def test_seed_and_overrides():
