@@ -40,6 +40,7 @@ from detkit.compare.runs import (
     read_raw,
     save_raw,
     train_or_load,
+    train_subset,
     val_dataset,
 )
 from detkit.compare.schema import SCHEMA_VERSION, VERSION_KEY, load_results, validate
@@ -48,11 +49,15 @@ from detkit.compare.suppression import (
     FAMILIES,
     ORACLES,
     SUPPRESSORS,
+    TUNING_IMAGES,
+    choose_margin,
     crowd_statistics,
     density_report,
     evaluate_suppressor,
     needs_densities,
     oracle_densities,
+    spread,
+    with_margin,
 )
 from detkit.engine.distributed import init, shutdown
 from detkit.engine.loop_data import resolve_datasets
@@ -100,7 +105,7 @@ def compare(study: Study, suites: list[str], out: Path, *, command: str = "", re
     for suite in suites:
         say(f"suite {suite}")
         if suite == "nms":
-            results["suites"]["nms"] = _nms_suite(study, trained[study.suites["nms"]["run"]], progress)
+            results["suites"]["nms"] = _nms_suite(study, trained, progress)
         elif suite == "detectors":
             results["suites"]["detectors"] = {"runs": suite_runs(suite, study.suites[suite])}
         else:
@@ -240,34 +245,66 @@ def _noise(study: Study, runs: Mapping) -> dict:
 # ------------------------------------------------------------------------------ the suppressor study
 
 
-def _nms_suite(study: Study, run: TrainedRun, progress: bool) -> dict:
+def _nms_suite(study: Study, trained: Mapping[str, TrainedRun], progress: bool) -> dict:
+    spec = study.suites["nms"]
+    suite = {"run": spec["run"], "score_threshold": float(spec["score_threshold"]),
+             **_suppressor_tables(study, trained[spec["run"]], progress), "crowd_statistics": {}}
+    if spec["also"]:
+        suite["also"] = {name: _suppressor_tables(study, trained[name], progress) for name in spec["also"]}
+    for dataset_name, which in spec["crowd_statistics"].items():
+        try:
+            train_index, val_index = resolve_datasets({"data": study.datasets[dataset_name]})
+        except ValueError as error:  # e.g. coco128 absent beside a pip-installed detkit: say so, go on
+            suite["crowd_statistics"][dataset_name] = {"missing": str(error)}
+            continue
+        index = val_index if which == "val" else train_index
+        suite["crowd_statistics"][dataset_name] = {"split": which, **crowd_statistics(index, spec["sweep"]["iou"])}
+    return suite
+
+
+def _suppressor_tables(study: Study, run: TrainedRun, progress: bool) -> dict:
+    """One run's part of the nms suite: {"splits": each split's rows, noise, sweeps and density
+    report} and, when the model predicts densities, {"margin": Adaptive-NMS's margin chosen on
+    its training split}."""
     spec = study.suites["nms"]
     threshold = float(spec["score_threshold"])
-    suite = {"run": run.run.name, "score_threshold": threshold, "splits": {}, "crowd_statistics": {}}
+    out: dict = {"splits": {}}
+    made_by = {"precise_bn": study.measure["precise_bn"]}
+    adaptive, margin = SUPPRESSORS["adaptive_nms"], None
     for label, split in spec["splits"].items():
         dataset = val_dataset(with_dataset(run.config, study.datasets[split["dataset"]]), split["min_pair_iou"])
-        raw, cap = _raw_once(run, dataset, label, {**split, "precise_bn": study.measure["precise_bn"]})
+        raw, cap = _raw_once(run, dataset, label, {**split, **made_by})
         has_densities = all("densities" in det for det in raw.values())
+        if has_densities and margin is None:  # chosen once, on the run's own training images
+            train = train_subset(run.config, TUNING_IMAGES)
+            train_raw, train_cap = _raw_once(run, train, "train", {"images": TUNING_IMAGES, **made_by})
+            out["margin"] = choose_margin(train.index, train_raw, train_cap)
+            margin = out["margin"]["chosen"]
         suppressors = {n: c for n, c in SUPPRESSORS.items() if has_densities or not needs_densities(c)}
         families = {f: v for f, v in FAMILIES.items() if has_densities or not needs_densities(v[0])}
         index, ids = dataset.index, dataset.index.category_ids
         bar = tqdm(total=len(suppressors) + sum(len(spec["sweep"][v[2]]) for v in families.values()),
-                   desc=f"suppressing ({label})", unit="setting", disable=not progress, leave=False)
-        rows, matches = {}, {}
+                   desc=f"suppressing ({run.run.name}, {label})", unit="setting", disable=not progress, leave=False)
+        rows, paired = {}, {}
         for name, config in suppressors.items():
-            rows[name], _, matches[name] = evaluate_suppressor(index, raw, config, cap, threshold, ids, matches=True)
+            rows[name], _, paired[name] = evaluate_suppressor(index, raw, config, cap, threshold, ids, matches=True)
             bar.update()
-        if has_densities:  # Adaptive-NMS's ceiling: the true density of the object each candidate covers
-            adaptive = SUPPRESSORS["adaptive_nms"]
-            for name, margin in ORACLES.items():
-                oracle = oracle_densities(index, raw, margin=margin)
-                rows[name], _, matches[name] = evaluate_suppressor(index, oracle, adaptive, cap, threshold, ids,
-                                                                   matches=True)
-                rows[name]["oracle_margin"] = margin
+        if has_densities:
+            # detkit's variant: the predicted densities + the margin chosen on the training split
+            rows["adaptive_nms_margin"], _, paired["adaptive_nms_margin"] = evaluate_suppressor(
+                index, with_margin(raw, margin), adaptive, cap, threshold, ids, matches=True)
+            rows["adaptive_nms_margin"]["margin"] = margin
+            # the ceiling: the true density of the object each candidate covers
+            for name, (oracle_margin, same_class) in ORACLES.items():
+                oracle = oracle_densities(index, raw, margin=oracle_margin, same_class=same_class)
+                rows[name], _, paired[name] = evaluate_suppressor(index, oracle, adaptive, cap, threshold, ids,
+                                                                  matches=True)
+                rows[name]["oracle_margin"] = oracle_margin
+                rows[name]["oracle_same_class"] = same_class
         draws = resample_indices(len(index.records), study.measure["bootstrap"], seed=study.seed)
-        spread = {name: bootstrap(m, draws) for name, m in matches.items()}
-        sigma = {name: {metric: float(np.std(spread[name][metric] - spread["nms"][metric], ddof=1))
-                        for metric in ("AP", "AP50", "AR100")} for name in rows if name != "nms"}
+        spreads = {name: spread(p, draws) for name, p in paired.items()}
+        sigma = {name: {metric: float(np.std(spreads[name][metric] - spreads["nms"][metric], ddof=1))
+                        for metric in ("AP", "AP50", "AR100", "recall_covered")} for name in rows if name != "nms"}
         sweep = {}
         for family, (base, key, values) in families.items():
             entry = {"key": key, "values": list(spec["sweep"][values]), "AP": [], "AP50": [], "recall_covered": []}
@@ -278,21 +315,12 @@ def _nms_suite(study: Study, run: TrainedRun, progress: bool) -> dict:
                 bar.update()
             sweep[family] = entry
         bar.close()
-        suite["splits"][label] = {"dataset": split["dataset"], "min_pair_iou": split["min_pair_iou"],
-                                  "images": len(index.records), "cap": cap, "rows": rows, "sigma_vs_nms": sigma,
-                                  "sweep": sweep}
+        out["splits"][label] = {"dataset": split["dataset"], "min_pair_iou": split["min_pair_iou"],
+                                "images": len(index.records), "cap": cap, "rows": rows, "sigma_vs_nms": sigma,
+                                "sweep": sweep}
         if has_densities:
-            n_t = SUPPRESSORS["adaptive_nms"]["iou_threshold"]
-            suite["splits"][label]["densities"] = density_report(index, raw, n_t)
-    for dataset_name, which in spec["crowd_statistics"].items():
-        try:
-            train_index, val_index = resolve_datasets({"data": study.datasets[dataset_name]})
-        except ValueError as error:  # e.g. coco128 absent beside a pip-installed detkit: say so, go on
-            suite["crowd_statistics"][dataset_name] = {"missing": str(error)}
-            continue
-        index = val_index if which == "val" else train_index
-        suite["crowd_statistics"][dataset_name] = {"split": which, **crowd_statistics(index, spec["sweep"]["iou"])}
-    return suite
+            out["splits"][label]["densities"] = density_report(index, raw, adaptive["iou_threshold"])
+    return out
 
 
 def _raw_once(run: TrainedRun, dataset, label: str, made_by: Mapping) -> tuple[dict, int]:

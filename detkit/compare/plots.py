@@ -49,6 +49,9 @@ def plot_all(results: Mapping, out: Path) -> list[Path]:
                   pr_curves(results, out / "pr_curves.png"), training(results, out / "training.png")]
     if "nms" in results["suites"]:
         paths += [nms_bars(results, out / "nms.png"), nms_sweep(results, out / "nms_sweep.png")]
+        stats = results["suites"]["nms"].get("crowd_statistics") or {}
+        if any("density_counts" in s for s in stats.values()):
+            paths.append(crowd_densities(results, out / "crowd_densities.png"))
     return paths
 
 
@@ -203,4 +206,24 @@ def nms_sweep(results: Mapping, path: Path) -> Path:
                ylabel="% of the true objects")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def crowd_densities(results: Mapping, path: Path) -> Path:
+    """The histogram of the objects' densities of each dataset of ``crowd_statistics``, as shares."""
+    plt = _pyplot()
+    stats = {k: v for k, v in results["suites"]["nms"]["crowd_statistics"].items() if "density_counts" in v}
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    width = 0.1 / (len(stats) + 1)
+    for i, (name, s) in enumerate(stats.items()):
+        edges, counts = s["density_bins"], s["density_counts"]
+        shares = [100 * c / max(1, s["objects"]) for c in counts]
+        ax.bar([a + (i + 0.5) * width for a in edges[:-1]], shares, width, align="edge", color=f"C{i}",
+               label=f"{name} ({s['split']}, {s['objects']} objects)")
+    ax.axvline(0.5, color="black", linestyle="--", linewidth=1)
+    ax.text(0.51, ax.get_ylim()[1] * 0.95, "N_t = 0.5: Adaptive-NMS acts above", fontsize=7, va="top")
+    ax.set(title="objects' densities (max IoU with another object)", xlabel="density", ylabel="% of the objects",
+           xticks=edges)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)

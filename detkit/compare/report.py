@@ -208,39 +208,18 @@ def _imagenet_rows(results: Mapping, names: list[str]) -> list[str]:
 
 def _nms_section(results: Mapping) -> list[str]:
     nms = results["suites"]["nms"]
-    run = results["runs"][nms["run"]]
     t = nms["score_threshold"]
-    lines = [f"One model, `{nms['run']}` ({architecture(run['config'])}, trained on `{run['dataset']}`), read out "
-             "once per split without suppression (every candidate above its score threshold, saved), then each "
-             "suppressor at its paper's setting, then the model's cap of detections per image. `recoverable`: objects "
-             "some raw candidate covers at IoU 0.5 (the most any suppressor can keep); `lost`: recoverable objects no "
-             f"kept detection covers. At score >= {t}: true positives, duplicates (a second detection of a matched "
-             "object) and other false positives.", ""]
-    for label, split in nms["splits"].items():
-        subset = f", only images with a same-class pair at IoU >= {split['min_pair_iou']}" if split["min_pair_iou"] else ""
-        lines += [f"### {label} split: `{split['dataset']}` val ({split['images']} images{subset})", ""]
-        header = ["suppressor", "config", "AP", "AP50", "AP75", "AR100", "AP vs nms (sigma)", "recall IoU.5",
-                  "recoverable", "lost", f"recall @{t}", f"precision @{t}", f"duplicates @{t}", f"other FP @{t}",
-                  "kept / image"]
-        extra = [(key, title) for key, title in (("MR2", "MR-2"), ("raised", "threshold raised"))
-                 if any(key in row for row in split["rows"].values())]  # written by newer studies only
-        rows = []
-        for name, row in split["rows"].items():
-            sigma = split["sigma_vs_nms"].get(name)
-            delta = f"{row['AP'] - split['rows']['nms']['AP']:+.3f} ({sigma['AP']:.3f})" if sigma else "-"
-            config = ", ".join(f"{k}={v}" for k, v in row["config"].items() if k != "type") or "-"
-            if "oracle_margin" in row:
-                margin = row["oracle_margin"]
-                config += ", density: the oracle's" + (f" + {margin:g}" if margin else "")
-            rows.append([f"`{name}`", config, _f(row["AP"]), _f(row["AP50"]), _f(row["AP75"]), _f(row["AR100"]), delta,
-                         _f(row["recall_covered"]), row["recoverable"], row["lost"], _f(row["recall_at_threshold"]),
-                         _f(row["precision_at_threshold"]), row["duplicates"], row["other_fp"],
-                         f"{row['kept'] / max(1, row['images']):.1f}",
-                         *(_f(row[key]) if key in row else "-" for key, _ in extra)])
-        lines += [*_table(header + [title for _, title in extra], rows, numbers_from=2), ""]
-        if split.get("densities"):
-            lines += _density_lines(label, split["densities"])
-        lines += _sweep_tables(label, split["sweep"])
+    lines = ["Each model is read out once per split without suppression (every candidate above its score threshold, "
+             "saved), then each suppressor at its paper's setting, then the model's cap of detections per image. "
+             "`recoverable`: objects some raw candidate covers at IoU 0.5 (the most any suppressor can keep); `lost`: "
+             f"recoverable objects no kept detection covers. At score >= {t}: true positives, duplicates (a second "
+             "detection of a matched object) and other false positives. `adaptive_nms` uses the model's predicted "
+             "densities (N_M = max(N_t, d_M), the paper's rule); `adaptive_nms_margin` adds the margin delta chosen "
+             "on the training split (detkit's variant); the `adaptive_nms_oracle` rows give each candidate the true "
+             "density of the object it covers: the ceiling a perfect density predictor would reach.", ""]
+    lines += _suppressor_part(nms["run"], nms, results, t, judged=True)
+    for name, part in (nms.get("also") or {}).items():
+        lines += _suppressor_part(name, part, results, t, judged=False)
     stats = nms.get("crowd_statistics") or {}
     if stats:
         lines += ["### The recall ceiling of greedy suppression: perfect boxes", "",
@@ -256,7 +235,62 @@ def _nms_section(results: Mapping) -> list[str]:
                 rows.append([f"`{name}` ({s['split']})", s["images"], s["objects"], kind,
                              ", ".join(f"{t}: {100 * v:.1f}%" for t, v in zip(s["thresholds"], s[kind])), ""])
         lines += [*_table(["dataset", "images", "objects", "suppressor", "removed at IoU threshold", "note"], rows), ""]
+        histograms = {name: s for name, s in stats.items() if "density_counts" in s}
+        if histograms:
+            edges = next(iter(histograms.values()))["density_bins"]
+            header = ["dataset", "objects", *(f"{a:g}-{b:g}" for a, b in zip(edges, edges[1:])), "> 0.5"]
+            rows = [[f"`{name}` ({s['split']})", s["objects"],
+                     *(f"{100 * c / max(1, s['objects']):.1f}%" for c in s["density_counts"]),
+                     f"{100 * sum(c for a, c in zip(s['density_bins'], s['density_counts']) if a >= 0.5) / max(1, s['objects']):.1f}%"]
+                    for name, s in histograms.items()]
+            lines += ["The objects' densities (each object's max IoU with another object of its image, Liu et al.'s "
+                      "d_i): the share of the objects per bin. Adaptive-NMS at N_t = 0.5 can only differ from NMS for "
+                      "objects above 0.5.", "", *_table(header, rows, 1), "", "![densities](crowd_densities.png)", ""]
     lines += ["![suppressors](nms.png)", "", "![sweep](nms_sweep.png)"]
+    return lines
+
+
+def _suppressor_part(name: str, part: Mapping, results: Mapping, t: float, *, judged: bool) -> list[str]:
+    """One model's tables: each split's rows, density report and sweeps, and its margin."""
+    run = results["runs"][name]
+    role = "its rows decide the verdicts" if judged else "its tables are shown, the verdicts are the first model's"
+    lines = [f"### `{name}`: {architecture(run['config'])}, trained on `{run['dataset']}` ({role})", ""]
+    if part.get("margin"):
+        m = part["margin"]
+        tried = ", ".join(f"{d:g}: {_f(ap)}" for d, ap in zip(m["margins"], m["AP"]))
+        lines += [f"Adaptive-NMS's margin, chosen on the first training images by AP (delta: AP): {tried}; chosen "
+                  f"delta = {m['chosen']:g}.", ""]
+    for label, split in part["splits"].items():
+        subset = f", only images with a same-class pair at IoU >= {split['min_pair_iou']}" if split["min_pair_iou"] else ""
+        lines += [f"#### {label} split: `{split['dataset']}` val ({split['images']} images{subset})", ""]
+        header = ["suppressor", "config", "AP", "AP50", "AP75", "AR100", "AP vs nms (sigma)", "recall IoU.5",
+                  "recall vs nms (sigma)", "recoverable", "lost", f"recall @{t}", f"precision @{t}", f"duplicates @{t}",
+                  f"other FP @{t}", "kept / image"]
+        extra = [(key, title) for key, title in (("MR2", "MR-2"), ("raised", "threshold raised"))
+                 if any(key in row for row in split["rows"].values())]  # written by newer studies only
+        rows = []
+        for row_name, row in split["rows"].items():
+            sigma = split["sigma_vs_nms"].get(row_name)
+            nms_row = split["rows"]["nms"]
+            delta = f"{row['AP'] - nms_row['AP']:+.3f} ({sigma['AP']:.3f})" if sigma else "-"
+            recall = (f"{row['recall_covered'] - nms_row['recall_covered']:+.3f} ({sigma['recall_covered']:.3f})"
+                      if sigma and "recall_covered" in sigma else "-")
+            config = ", ".join(f"{k}={v}" for k, v in row["config"].items() if k != "type") or "-"
+            if "oracle_margin" in row:
+                margin = row["oracle_margin"]
+                config += (", density: the oracle's" + (" (same class)" if row.get("oracle_same_class") else "")
+                           + (f" + {margin:g}" if margin else ""))
+            if "margin" in row:
+                config += f", density: predicted + {row['margin']:g}"
+            rows.append([f"`{row_name}`", config, _f(row["AP"]), _f(row["AP50"]), _f(row["AP75"]), _f(row["AR100"]),
+                         delta, _f(row["recall_covered"]), recall, row["recoverable"], row["lost"],
+                         _f(row["recall_at_threshold"]), _f(row["precision_at_threshold"]), row["duplicates"],
+                         row["other_fp"], f"{row['kept'] / max(1, row['images']):.1f}",
+                         *(_f(row[key]) if key in row else "-" for key, _ in extra)])
+        lines += [*_table(header + [title for _, title in extra], rows, numbers_from=2), ""]
+        if split.get("densities"):
+            lines += _density_lines(label, split["densities"])
+        lines += _sweep_tables(label, split["sweep"])
     return lines
 
 

@@ -150,6 +150,23 @@ def val_dataset(config: Mapping, min_pair_iou: float | None = None) -> Detection
     return DetectionDataset(crowded_subset(val.index, min_pair_iou), val.transforms, keep_crowd=True)
 
 
+def train_subset(config: Mapping, images: int) -> DetectionDataset:
+    """The first ``images`` images of the config's training split, as an evaluation dataset
+    (the validation transforms: no augmentation), for choosing settings on training data."""
+    prepared = prepare(config, model=False)
+    index = prepared.train_set.index
+    return DetectionDataset(_restricted(index, index.records[:images]), prepared.val_set.transforms, keep_crowd=True)
+
+
+def _restricted(index: DatasetIndex, records: list) -> DatasetIndex:
+    """``index`` with only ``records``, its COCO ground truth restricted to them."""
+    gt = coco_ground_truth(index)
+    ids = {r.image_id for r in records}
+    coco = {**gt, "images": [img for img in gt["images"] if img["id"] in ids],
+            "annotations": [a for a in gt["annotations"] if a["image_id"] in ids]}
+    return dataclasses.replace(index, records=list(records), coco=coco)
+
+
 def crowded_subset(index: DatasetIndex, min_pair_iou: float) -> DatasetIndex:
     """The images of ``index`` holding two objects of one class whose boxes overlap at IoU >=
     ``min_pair_iou`` (the case where greedy NMS at that threshold removes a true object),
@@ -166,11 +183,7 @@ def crowded_subset(index: DatasetIndex, min_pair_iou: float) -> DatasetIndex:
                 keep.append(record)
     if not keep:
         raise ValueError(f"{index.source}: no image holds a same-class pair at IoU >= {min_pair_iou}")
-    gt = coco_ground_truth(index)
-    ids = {r.image_id for r in keep}
-    coco = {**gt, "images": [img for img in gt["images"] if img["id"] in ids],
-            "annotations": [a for a in gt["annotations"] if a["image_id"] in ids]}
-    return dataclasses.replace(index, records=keep, coco=coco)
+    return _restricted(index, keep)
 
 
 def evaluate(trained: TrainedRun, dataset: DetectionDataset) -> tuple[CocoEvaluation, list[dict]]:

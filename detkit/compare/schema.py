@@ -206,7 +206,9 @@ SUPPRESSOR_ROW = record({
 }, {**{count: integer for count in ("objects", "covered", "tp", "candidates")}, "score_threshold": number,
     "MR2": number,  # log-average miss rate (evaluation/miss_rate.py); rows of the named suppressors
     "raised": number,  # Adaptive-NMS: share of kept boxes whose threshold the density raised above N_t
-    "oracle_margin": number})  # Adaptive-NMS on the oracle's densities (+ this margin)
+    "oracle_margin": number,  # Adaptive-NMS on the oracle's densities (+ this margin) ...
+    "oracle_same_class": flag,  # ... counting only neighbours of the object's class
+    "margin": number})  # Adaptive-NMS on the predicted densities + this margin (chosen on the training split)
 DENSITY_REPORT = record({"candidates": integer, "pearson": number, "iou_threshold": number, "crowded": integer,
                          "crowded_predicted_above": number, "lone": integer, "lone_predicted_below": number},
                         {"predicted_mean": number, "predicted_max": number, "true_mean": number})
@@ -217,11 +219,15 @@ NMS_SPLIT = record({
     "min_pair_iou": nullable(number),
     "images": integer,
     "rows": table(SUPPRESSOR_ROW, required=("nms",)),  # the other rows are judged against nms
-    "sigma_vs_nms": table(record({"AP": number}, {"AP50": number, "AR100": number})),
+    "sigma_vs_nms": table(record({"AP": number}, {"AP50": number, "AR100": number, "recall_covered": number})),
     "sweep": table(SWEEP),
 }, {"cap": integer, "densities": DENSITY_REPORT})  # densities: when the model predicts them
+MARGIN = record({"margins": NUMBERS, "AP": NUMBERS, "AP50": NUMBERS, "chosen": number},
+                same_length=("margins", "AP", "AP50"))  # Adaptive-NMS's margin, chosen on training images
+SUPPRESSOR_TABLES = record({"splits": table(NMS_SPLIT, non_empty=True)}, {"margin": MARGIN})
 CROWD_STATISTICS = record({"split": text, "thresholds": NUMBERS, "objects": integer, "images": integer,
                            "nms": NUMBERS, "diou_nms": NUMBERS, "neighbour": NUMBERS},
+                          {"density_bins": NUMBERS, "density_counts": list_of(integer)},  # histogram: edges, counts
                           same_length=("thresholds", "nms", "diou_nms", "neighbour"))
 DATASET_MISSING = record({"missing": text})  # the dataset was not found: why
 
@@ -236,7 +242,8 @@ SUITE_RECORDS = {
     "detectors": record({"runs": list_of(text, non_empty=True)}),
     **{suite: PAIR_SUITE for suite in PAIRS},
     "nms": record({"run": text, "score_threshold": number, "splits": table(NMS_SPLIT, non_empty=True)},
-                  {"crowd_statistics": table(crowd_statistics)}),
+                  {"crowd_statistics": table(crowd_statistics), "margin": MARGIN,
+                   "also": table(SUPPRESSOR_TABLES)}),  # also: further runs' tables, by run name
 }
 assert set(SUITE_RECORDS) == set(SUITES), "every suite of study.py has its record here"
 SEED_PROBE = record({"run": text, "seeds": list_of(integer), "AP": NUMBERS, "AP50": NUMBERS, "std_AP": number},
@@ -349,11 +356,15 @@ def _references(results: Mapping) -> None:
                 a_run(name, ("suites", suite, "runs", i))
         elif suite == "nms":
             a_run(spec["run"], ("suites", suite, "run"))
-            for label, split in spec["splits"].items():
-                for name in split["rows"]:
-                    if name != "nms" and name not in split["sigma_vs_nms"]:
-                        raise _Invalid(("suites", suite, "splits", label, "sigma_vs_nms", name),
-                                       "missing (every suppressor but nms has its noise against nms)")
+            tables = {(): spec, **{("also", name): part for name, part in spec.get("also", {}).items()}}
+            for at, part in tables.items():
+                if at:
+                    a_run(at[1], ("suites", suite, *at))
+                for label, split in part["splits"].items():
+                    for name in split["rows"]:
+                        if name != "nms" and name not in split["sigma_vs_nms"]:
+                            raise _Invalid(("suites", suite, *at, "splits", label, "sigma_vs_nms", name),
+                                           "missing (every suppressor but nms has its noise against nms)")
         else:
             for role in ("baseline", "variant"):
                 a_run(spec[role], ("suites", suite, role))

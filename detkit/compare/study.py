@@ -297,7 +297,7 @@ def _suite(name: str, spec: Any, runs: Mapping[str, Run], datasets: Mapping, whe
     if name == "nms":
         also = spec.get("also", [])
         if not isinstance(also, list) or spec.get("run") in also:
-            raise ValueError(f"{where}.also must be a list of runs besides {where}.run, got {also!r}")
+            raise ValueError(f"{where}.also must be a list of runs besides its run ({spec.get('run')}), got {also!r}")
         for run in also:
             if run not in runs:
                 raise unknown_choice(run, runs, f"{where}.also", "run")

@@ -20,6 +20,7 @@ detector behind that NMS can pass, measured on real COCO layouts and on the synt
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
@@ -27,7 +28,7 @@ import torch
 
 from detkit.data.records import DatasetIndex
 from detkit.evaluation import detections_to_results, evaluate
-from detkit.evaluation.bootstrap import match_images
+from detkit.evaluation.bootstrap import ImageMatches, bootstrap, match_images
 from detkit.evaluation.coco_eval import coco_ground_truth
 from detkit.evaluation.miss_rate import mr2
 from detkit.models.build import build_postprocess
@@ -45,10 +46,17 @@ SUPPRESSORS: dict[str, dict] = {
     "adaptive_nms": {"type": "adaptive_nms", "iou_threshold": 0.5},
     "diou_nms": {"type": "diou_nms", "iou_threshold": 0.5},
 }
-# Adaptive-NMS given the oracle's densities (``oracle_densities``): as they are, and raised by a
+# Adaptive-NMS given the oracle's densities (``oracle_densities``): as they are, raised by a
 # margin (the IoU of a detection with its object's neighbour scatters around the objects' IoU,
-# about half above it, and the rule removes at IoU >= N_M)
-ORACLES: dict[str, float] = {"adaptive_nms_oracle": 0.0, "adaptive_nms_oracle_margin": 0.1}
+# about half above it, and the rule removes at IoU >= N_M), and counting only neighbours of
+# the object's class (suppression is per class): (margin, same_class)
+ORACLES: dict[str, tuple[float, bool]] = {"adaptive_nms_oracle": (0.0, False),
+                                          "adaptive_nms_oracle_margin": (0.1, False),
+                                          "adaptive_nms_oracle_same_class": (0.0, True)}
+# detkit's variant N_M = max(N_t, d_M + delta): the margins tried on the training split, the best
+# (by AP) applied to the predicted densities ("adaptive_nms_margin"); delta = 0 is the paper's rule
+MARGINS = (0.0, 0.05, 0.1, 0.15, 0.2)
+TUNING_IMAGES = 250  # training images the margin is chosen on
 # What each family's sweep varies: (config, key, sweep list) ("iou" or "sigma" of NMS_DEFAULTS)
 FAMILIES: dict[str, tuple[dict, str, str]] = {
     "nms": ({"type": "nms"}, "iou_threshold", "iou"),
@@ -156,6 +164,26 @@ def oracle_densities(index: DatasetIndex, raw: Mapping[int, Mapping], *, margin:
     return out
 
 
+def with_margin(raw: Mapping[int, Mapping], margin: float) -> dict[int, dict]:
+    """The raw candidates with ``margin`` added to their predicted densities (at most 1)."""
+    return {i: {**det, "densities": (det["densities"].float() + margin).clamp(max=1.0)} for i, det in raw.items()}
+
+
+def choose_margin(index: DatasetIndex, raw: Mapping[int, Mapping], cap: int, margins=MARGINS) -> dict:
+    """Adaptive-NMS's margin delta that gives the best AP on ``raw`` (a training split's
+    candidates, their predicted densities): {"margins", "AP", "AP50", "chosen"}; a tie goes to
+    the smaller margin."""
+    adaptive = SUPPRESSORS["adaptive_nms"]
+    out: dict = {"margins": list(margins), "AP": [], "AP50": []}
+    for margin in margins:
+        stats = evaluate(index, detections_to_results(suppress(with_margin(raw, margin), adaptive, cap),
+                                                      index.category_ids)).stats
+        out["AP"].append(stats["AP"])
+        out["AP50"].append(stats["AP50"])
+    out["chosen"] = out["margins"][int(np.argmax(out["AP"]))]  # argmax: the first of equal APs
+    return out
+
+
 def density_report(index: DatasetIndex, raw: Mapping[int, Mapping], iou_threshold: float) -> dict:
     """How well the predicted densities of the raw candidates match the truth, on the candidates
     that cover an object (``oracle_densities``' matching; the truth class-agnostic, as the
@@ -187,8 +215,9 @@ def density_report(index: DatasetIndex, raw: Mapping[int, Mapping], iou_threshol
 
 
 def diagnose(index: DatasetIndex, raw: Mapping[int, Mapping], kept: list[tuple[int, dict]],
-             score_threshold: float) -> dict:
-    """The diagnostics of the module docstring, summed over the split's images."""
+             score_threshold: float, per_image: dict | None = None) -> dict:
+    """The diagnostics of the module docstring, summed over the split's images; each image's
+    (objects, covered) into ``per_image`` by image id when given (the recall's bootstrap)."""
     objects = _objects(index)
     totals = dict.fromkeys(("objects", "recoverable", "covered", "lost", "tp", "duplicates", "other_fp",
                             "candidates", "kept"), 0)
@@ -198,6 +227,8 @@ def diagnose(index: DatasetIndex, raw: Mapping[int, Mapping], kept: list[tuple[i
         recoverable = _covered(gt_boxes, gt_labels, candidates["boxes"], candidates["labels"])
         covered = _covered(gt_boxes, gt_labels, det["boxes"], det["labels"])
         tp, duplicates, other = _operating_point(gt_boxes, gt_labels, crowd, det, score_threshold)
+        if per_image is not None:
+            per_image[image_id] = (len(gt_boxes), int(covered.sum()))
         totals["objects"] += len(gt_boxes)
         totals["recoverable"] += int(recoverable.sum())
         totals["covered"] += int(covered.sum())
@@ -216,27 +247,55 @@ def diagnose(index: DatasetIndex, raw: Mapping[int, Mapping], kept: list[tuple[i
 def evaluate_suppressor(index: DatasetIndex, raw: Mapping[int, Mapping], config: Mapping, cap: int,
                         score_threshold: float, category_ids: list[int], *, matches: bool = False
                         ) -> tuple[dict, object, object]:
-    """(row, CocoEvaluation, per-image matches for the bootstrap or None) of one suppressor on one split."""
+    """(row, CocoEvaluation, per-image matches for the bootstrap or None) of one suppressor on
+    one split; with ``matches`` the matches carry ``covered``: float64[images, 2], each image's
+    objects and the ones a kept detection covers (the recall's bootstrap): ``Paired``."""
     kept = suppress(raw, config, cap)
     results = detections_to_results(kept, category_ids)
     evaluation = evaluate(index, results)
+    per_image: dict = {}
     row = {"config": dict(config), **{k: evaluation.stats[k] for k in ("AP", "AP50", "AP75", "AR100")},
-           **diagnose(index, raw, kept, score_threshold)}
+           **diagnose(index, raw, kept, score_threshold, per_image)}
     suppressor = build_postprocess(config, "suppressor")
     if suppressor.needs_densities:  # how often the density changed anything: kept boxes whose threshold it raised
         raised = sum(int((raw[i]["densities"][det["keep"]] > suppressor.options["iou_threshold"]).sum())
                      for i, det in kept)
         row["raised"] = raised / max(1, row["kept"])
-    matched = match_images(coco_ground_truth(index), results) if matches else None
-    if matched is not None:
-        row["MR2"] = mr2(matched)
-    return row, evaluation, matched
+    if not matches:
+        return row, evaluation, None
+    matched = match_images(coco_ground_truth(index), results)
+    row["MR2"] = mr2(matched)
+    covered = np.array([per_image.get(i, (0, 0)) for i in matched.image_ids], dtype=np.float64).reshape(-1, 2)
+    return row, evaluation, Paired(matched, covered)
+
+
+@dataclass
+class Paired:
+    """What the paired bootstrap of one suppressor needs, image by image in ``matches.image_ids``'
+    order: the COCO matches (AP, AP50, AR100) and ``covered`` float64[images, 2], each image's
+    objects and how many of them a kept detection covers (the recall at IoU 0.5)."""
+
+    matches: ImageMatches
+    covered: np.ndarray
+
+
+def spread(paired: Paired, draws: np.ndarray) -> dict[str, np.ndarray]:
+    """Each bootstrap number on each resample of the images (``bootstrap``'s, and
+    "recall_covered")."""
+    covered = paired.covered[draws]  # (draws, images, 2)
+    recall = covered[..., 1].sum(axis=1) / np.maximum(covered[..., 0].sum(axis=1), 1)
+    return {**bootstrap(paired.matches, draws), "recall_covered": recall}
+
+
+DENSITY_BINS = [round(0.1 * i, 1) for i in range(11)]  # 0, 0.1, ..., 1: the density histogram's edges
 
 
 def crowd_statistics(index: DatasetIndex, thresholds: list[float], seed: int = 0) -> dict:
     """Of a split's objects, the fraction that suppression would remove from perfect detections
-    (the true boxes, scored in a random order): greedy NMS and DIoU-NMS at each threshold; and
-    the fraction with a same-class neighbour at IoU > t.
+    (the true boxes, scored in a random order): greedy NMS and DIoU-NMS at each threshold; the
+    fraction with a same-class neighbour at IoU > t; and the histogram of the objects' densities
+    (Liu et al.'s d_i, any class) over ``DENSITY_BINS`` ("density_counts"; 0 counts as the first
+    bin, the last bin holds 1).
 
     (Adaptive-NMS has no such ceiling to measure: given an object's true density, its threshold
     equals the IoU with its nearest neighbour, and whether ``IoU >= N_M`` then removes that
@@ -245,6 +304,7 @@ def crowd_statistics(index: DatasetIndex, thresholds: list[float], seed: int = 0
     lost = {"nms": np.zeros(len(thresholds)), "diou_nms": np.zeros(len(thresholds)),
             "neighbour": np.zeros(len(thresholds))}
     total = 0
+    densities = []
     for r in index.records:
         objects = ~r.iscrowd
         boxes = torch.as_tensor(r.boxes[objects], dtype=torch.float32)
@@ -252,6 +312,7 @@ def crowd_statistics(index: DatasetIndex, thresholds: list[float], seed: int = 0
         if len(boxes) == 0:
             continue
         total += len(boxes)
+        densities.append(density_targets(boxes).numpy())
         scores = torch.as_tensor(rng.random(len(boxes)), dtype=torch.float32)
         iou = box_iou(boxes, boxes)
         iou.fill_diagonal_(0)
@@ -261,6 +322,8 @@ def crowd_statistics(index: DatasetIndex, thresholds: list[float], seed: int = 0
             lost["nms"][i] += len(boxes) - len(batched_nms(boxes, scores, labels, t))
             lost["diou_nms"][i] += len(boxes) - len(batched_diou_nms(boxes, scores, labels, t))
             lost["neighbour"][i] += int((nearest > t).sum())
+    counts = np.histogram(np.concatenate(densities) if densities else np.zeros(0), bins=DENSITY_BINS)[0]
     total = max(1, total)
     return {"thresholds": list(thresholds), "objects": total, "images": len(index.records),
-            **{k: (v / total).tolist() for k, v in lost.items()}}
+            **{k: (v / total).tolist() for k, v in lost.items()},
+            "density_bins": list(DENSITY_BINS), "density_counts": counts.tolist()}

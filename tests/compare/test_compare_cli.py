@@ -13,7 +13,7 @@ from detkit.compare.claims import CLAIMS
 from detkit.compare.study import SUITES
 from tests.conftest import COCO128
 
-PLOTS = ("speed_accuracy", "ap_by_size", "pr_curves", "training", "nms", "nms_sweep")
+PLOTS = ("speed_accuracy", "ap_by_size", "pr_curves", "training", "nms", "nms_sweep", "crowd_densities")
 
 
 def compare(root, *args, runs="runs", out="out"):
@@ -61,15 +61,24 @@ def test_every_suite_writes_its_report_json_and_plots(smoke):
             assert run["eval"]["check"][metric] == pytest.approx(run["eval"]["stats"][metric], abs=1e-9)
     nms = results["suites"]["nms"]
     crowded = nms["splits"]["crowded"]
-    assert set(crowded["rows"]) == {"none", "nms", "soft_nms_linear", "soft_nms_gaussian", "adaptive_nms", "diou_nms",
-                                    "adaptive_nms_oracle", "adaptive_nms_oracle_margin"}  # the model has densities
+    rows = {"none", "nms", "soft_nms_linear", "soft_nms_gaussian", "adaptive_nms", "diou_nms", "adaptive_nms_margin",
+            "adaptive_nms_oracle", "adaptive_nms_oracle_margin", "adaptive_nms_oracle_same_class"}
+    assert set(crowded["rows"]) == rows  # the model has densities
+    assert nms["margin"]["chosen"] in nms["margin"]["margins"] and len(nms["margin"]["AP"]) == len(nms["margin"]["margins"])
+    assert crowded["rows"]["adaptive_nms_margin"]["margin"] == nms["margin"]["chosen"]
+    assert set(crowded["sigma_vs_nms"]["adaptive_nms"]) == {"AP", "AP50", "AR100", "recall_covered"}
+    retinanet = nms["also"]["retinanet_crowded"]  # the one-stage detector's tables, on the same splits
+    assert set(retinanet["splits"]) == {"normal", "crowded", "dense"} and set(retinanet["splits"]["dense"]["rows"]) == rows
+    assert "### `retinanet_crowded`" in report and "chosen delta" in report
     assert all(0 <= row["MR2"] <= 1 for row in crowded["rows"].values())
     assert 0 <= crowded["rows"]["adaptive_nms"]["raised"] <= 1 and crowded["rows"]["adaptive_nms_oracle_margin"][
         "oracle_margin"] == 0.1
     assert crowded["densities"]["iou_threshold"] == 0.5 and -1 <= crowded["densities"]["pearson"] <= 1
     assert "MR-2" in report and "Predicted densities on the crowded split" in report
     assert nms["splits"]["crowded"]["min_pair_iou"] == 0.3
-    assert set(nms["crowd_statistics"]) == {"shapes", "crowded", "coco128"}
+    assert set(nms["crowd_statistics"]) == {"shapes", "crowded", "dense", "coco128"}
+    dense = nms["crowd_statistics"]["dense"]
+    assert sum(dense["density_counts"]) == dense["objects"] and "The objects' densities" in report
     assert (root / "runs" / "faster_rcnn_crowded" / "raw_crowded.pt").is_file()  # saved once
 
 

@@ -47,7 +47,7 @@ def test_seed_and_overrides():
     assert study.runs[probe_names(probe)[0]].config["train"]["seed"] == 8
     assert {run.config["train"]["epochs"] for run in study.runs.values()} == {3}
     assert study.runs_for(["focal"]) == ["retinanet", "retinanet_ce", "retinanet.seed+1"]
-    assert study.runs_for(["nms"]) == ["faster_rcnn_crowded"]  # same predictions: no training noise to probe
+    assert study.runs_for(["nms"]) == ["faster_rcnn_crowded", "retinanet_crowded"]  # same predictions: no seed probe
 
 
 def write(tmp_path, spec):
@@ -75,6 +75,9 @@ MINIMAL = {
     ({"suites": {"focal": {"focal": "one"}}}, r"suites.focal.cross_entropy is required"),
     ({"suites": {"nmss": {}}}, r"suites: unknown suite 'nmss'; did you mean 'nms'\?"),
     ({"suites": {"nms": {"run": "one", "splits": {"x": "c"}}}}, r"splits.x.dataset: unknown dataset 'c'"),
+    ({"suites": {"nms": {"run": "one", "also": ["two"], "splits": {"x": "a"}}}}, r"suites.nms.also: unknown run 'two'"),
+    ({"suites": {"nms": {"run": "one", "also": "one", "splits": {"x": "a"}}}},
+     r"suites.nms.also must be a list of runs besides its run \(one\), got .one."),
     ({"measure": {"bootstrap": 1}}, r"measure.bootstrap must be a whole number >= 2"),
     ({"measure": {"seed_probe": {"run": "one"}}}, r"measure.seed_probe must be \{run: <a run>, seeds"),
 ])

@@ -59,7 +59,8 @@ def test_evaluate_suppressor_rows_carry_coco_numbers():
     row, evaluation, matches = evaluate_suppressor(index, RAW, {"type": "nms", "iou_threshold": 0.5}, 100, 0.5, [1, 2],
                                                   matches=True)
     assert row["AP50"] == evaluation.stats["AP50"] == pytest.approx(1.0)  # both objects first in the ranking
-    assert row["config"] == {"type": "nms", "iou_threshold": 0.5} and matches.image_ids == [1]
+    assert row["config"] == {"type": "nms", "iou_threshold": 0.5} and matches.matches.image_ids == [1]
+    assert matches.covered.tolist() == [[2.0, 2.0]]  # the image's two objects, both covered
 
 
 def test_crowd_statistics_on_perfect_boxes():
@@ -159,3 +160,35 @@ def test_oracle_densities_give_each_matched_candidate_its_objects_true_density()
     adaptive = dict(suppress(oracle_densities(index, raw, same_class=True, margin=0.05), {"type": "adaptive_nms"},
                              100))[1]
     assert len(nms["boxes"]) == 3 and len(adaptive["boxes"]) == 4
+
+
+def test_margin_is_chosen_on_the_training_candidates_and_added_to_the_predictions():
+    """Two objects of one class at IoU 0.6 whose candidates predict density 0.55: at N_t 0.5 the
+    rule keeps the second only when d + delta > 0.6, so a margin of 0.1 or more finds both."""
+    from detkit.compare.suppression import choose_margin, with_margin
+
+    index = index_of(([[0, 0, 50, 100], [12.5, 0, 62.5, 100]], [0, 0]))
+    raw = {1: {"boxes": torch.tensor([[0.0, 0, 50, 100], [12.5, 0, 62.5, 100]]), "scores": torch.tensor([0.9, 0.8]),
+               "labels": torch.tensor([0, 0]), "densities": torch.tensor([0.55, 0.55])}}
+    assert with_margin(raw, 0.5)[1]["densities"].tolist() == [1.0, 1.0]  # at most 1
+    chosen = choose_margin(index, raw, 100, margins=(0.0, 0.05, 0.1, 0.2))
+    assert chosen["AP"][0] == chosen["AP"][1] < chosen["AP"][2] == chosen["AP"][3]
+    assert chosen["chosen"] == 0.1  # the smallest of the best
+
+
+def test_recall_spread_resamples_images():
+    """The recall's bootstrap: each resample's covered objects over its objects."""
+    from detkit.compare.suppression import Paired, spread
+
+    index = index_of(GT)
+    _, _, paired = evaluate_suppressor(index, RAW, {"type": "nms", "iou_threshold": 0.5}, 100, 0.5, [1, 2],
+                                       matches=True)
+    twin = Paired(paired.matches, np.array([[4.0, 1.0]]))
+    assert spread(twin, np.zeros((3, 1), dtype=np.int64))["recall_covered"].tolist() == [0.25] * 3
+
+
+def test_density_histogram_of_the_objects():
+    gt = ([[0, 0, 50, 100], [12.5, 0, 62.5, 100], [150, 150, 170, 170]], [0, 1, 0])  # densities 0.6, 0.6, 0
+    stats = crowd_statistics(index_of(gt), [0.5])
+    assert stats["density_bins"][0] == 0.0 and stats["density_bins"][-1] == 1.0
+    assert stats["density_counts"] == [1, 0, 0, 0, 0, 0, 2, 0, 0, 0]  # any class counts: 0.6 twice

@@ -148,6 +148,32 @@ def test_crowds_hold_same_class_pairs_that_nms_would_merge(crowded):
     assert with_pair >= 0.3 * len(coco.getImgIds())
 
 
+def test_dense_crowds_reach_the_densities_of_a_pedestrian_crowd(tmp_path):
+    """Dense mode: most objects overlap another above IoU 0.5 (where Adaptive-NMS at N_t 0.5
+    acts) and up to about 0.85; the translucent members stay whole, so each box is its shape's
+    full extent, and the crowded mode's own output is untouched by the new mode."""
+    path = generate(tmp_path / "dense", 40, seed=0, size=SIZE, crowded="dense")
+    coco = _load(path)
+    densities, translucent = [], 0
+    for image_id in coco.getImgIds():
+        annotations = coco.loadAnns(coco.getAnnIds(imgIds=image_id))
+        iou = box_iou(_xyxy(annotations), _xyxy(annotations))
+        iou.fill_diagonal_(0)
+        densities += iou.max(dim=1).values.tolist() if len(annotations) > 1 else [0.0]
+        image = _rgb(path.parent / "images" / coco.imgs[image_id]["file_name"]).astype(float)
+        for a in annotations:  # a member seen through another: two colours inside one annotated mask
+            mask = mask_utils.decode(a["segmentation"]).astype(bool)
+            translucent += a["group"] > 0 and np.linalg.norm(image[mask] - np.median(image[mask], axis=0), axis=1).max() > 60
+    densities = np.array(densities)
+    assert (densities > 0.5).mean() >= 0.5 and (densities > 0.7).mean() >= 0.15, np.histogram(densities, 10, (0, 1))
+    assert translucent > 0
+    assert json.loads(path.read_text())["info"]["detkit_synthetic"]["crowded"] == "dense"
+    crowded = _files(generate(tmp_path / "crowded", 4, seed=0, size=SIZE, crowded=True).parent)
+    assert crowded == _files(generate(tmp_path / "again", 4, seed=0, size=SIZE, crowded=True).parent)
+    dense = _files(generate(tmp_path / "dense4", 4, seed=0, size=SIZE, crowded="dense").parent)
+    assert crowded["annotations.json"] != dense["annotations.json"]
+
+
 # --------------------------------------------------------------------------- arguments
 
 

@@ -72,6 +72,34 @@ def test_positive_anchors_learn_their_objects_density():
     assert float(loss(torch.tensor([0.9, 0.6, 0.0, 0.0]))) == pytest.approx((0.3 - 0.5 / 9) / 2, abs=1e-6)
 
 
+def test_density_target_variants_same_class_and_crowd_weight():
+    """The measured variants of issue 16: same-class targets count only neighbours of the object's
+    class; crowd_weight multiplies the loss of the targets above 0.5 (hand-computed)."""
+    from detkit.models.detectors.faster_rcnn import FasterRCNNCriterion
+    from detkit.models.heads.density_head import density_loss
+    from detkit.models.heads.rpn import RPNOutput
+
+    gt = torch.tensor([[0.0, 0.0, 50.0, 100.0], [12.5, 0.0, 62.5, 100.0]])  # IoU 0.6
+    anchors = torch.cat([gt, torch.tensor([[200.0, 200.0, 220.0, 220.0]])])
+
+    def loss(criterion, labels, densities):
+        rpn = RPNOutput([], [], torch.zeros(1, 3), torch.zeros(1, 3, 4), anchors, [], densities[None])
+        return float(criterion.rpn_losses(rpn, [{"boxes": gt, "labels": labels}])["rpn_density"])
+
+    same = FasterRCNNCriterion(density_same_class=True)
+    # the two objects of different classes: each alone for its class, target 0
+    assert loss(same, torch.tensor([0, 1]), torch.tensor([0.0, 0.0, 0.5])) == pytest.approx(0.0, abs=1e-7)
+    assert loss(FasterRCNNCriterion(), torch.tensor([0, 1]), torch.tensor([0.6, 0.6, 0.0])) == pytest.approx(0, abs=1e-7)
+    # an error of 0.3 on both (target 0.6, crowded): (0.3 - 0.5/9) each, x3 with the weight, averaged over 2
+    heavy = FasterRCNNCriterion(density_crowd_weight=3.0)
+    assert loss(heavy, torch.tensor([0, 0]), torch.tensor([0.3, 0.3, 0.0])) == pytest.approx(3 * (0.3 - 0.5 / 9))
+    # targets at or below 0.5 keep weight 1
+    low = density_loss(torch.tensor([0.2, 0.8]), torch.tensor([0.5, 0.6]), crowd_weight=3.0)
+    assert float(low) == pytest.approx((0.3 - 0.5 / 9) + 3 * (0.2 - 0.5 / 9))
+    with pytest.raises(ValueError, match="density_crowd_weight"):
+        FasterRCNNCriterion(density_crowd_weight=0)
+
+
 def test_each_detection_carries_the_density_of_its_proposals_anchor():
     """A forced density map with a distinct value per anchor: each proposal's density is the map
     at its anchor, and each detection's is one of the proposals' (the RoI keeps its proposal's)."""

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from detkit.models.anchors import AnchorGenerator
 from detkit.models.backbones.base import FeatureExtractor, read_levels
 from detkit.models.coders import BoxCoder
-from detkit.models.heads.density_head import density_targets
+from detkit.models.heads.density_head import density_loss, density_targets
 from detkit.models.matchers import IGNORED, Matcher
 from detkit.models.transform import DetectionTransform
 from detkit.models.postprocess import checked_cap, checked_postprocess, suppress, top_pairs
@@ -58,12 +58,18 @@ class DenseCriterion(nn.Module):
         box_loss: "l1", "smooth_l1" or "giou".
         box_beta: smooth-L1's beta (EfficientDet: 0.1).
         weights: multipliers of "classification", "box_regression", "density".
+        density_same_class, density_crowd_weight: the density targets and loss, as in
+            ``FasterRCNNCriterion``.
     """
 
     def __init__(self, fg_iou: float = 0.5, bg_iou: float = 0.4, classification_loss: str = "focal",
                  alpha: float | None = 0.25, gamma: float = 2.0, box_loss: str = "l1", box_beta: float = 1.0,
-                 weights: Mapping[str, float] | None = None):
+                 weights: Mapping[str, float] | None = None, density_same_class: bool = False,
+                 density_crowd_weight: float = 1.0):
         super().__init__()
+        if not density_crowd_weight > 0:
+            raise ValueError(f"criterion.density_crowd_weight must be > 0, got {density_crowd_weight!r}")
+        self.density_same_class, self.density_crowd_weight = bool(density_same_class), float(density_crowd_weight)
         if classification_loss not in CLASSIFICATION_LOSSES:
             raise ValueError(f"criterion.classification_loss must be one of {', '.join(CLASSIFICATION_LOSSES)}, "
                              f"got {classification_loss!r}")
@@ -111,9 +117,10 @@ class DenseCriterion(nn.Module):
                 box = smooth_l1_loss(deltas, self.coder.encode(gt, reference), beta=self.box_beta, reduction="sum")
             regression.append(box / n_fg)
             if "densities" in outputs:
-                wanted = density_targets(gt_boxes)[matched[foreground]] if gt_boxes.numel() else gt_boxes.new_zeros(0)
-                density.append(smooth_l1_loss(per_image["densities"][i][foreground], wanted, beta=1 / 9,
-                                              reduction="sum") / n_fg)
+                truth = density_targets(gt_boxes, gt_labels if self.density_same_class else None)
+                wanted = truth[matched[foreground]] if gt_boxes.numel() else gt_boxes.new_zeros(0)
+                density.append(density_loss(per_image["densities"][i][foreground], wanted,
+                                            self.density_crowd_weight) / n_fg)
         losses = {"classification": sum(classification) / len(targets),
                   "box_regression": sum(regression) / max(1, len(targets))}
         if density:

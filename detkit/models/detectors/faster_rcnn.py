@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from detkit.models.backbones.base import FeatureExtractor
 from detkit.models.coders import BoxCoder
-from detkit.models.heads.density_head import density_targets
+from detkit.models.heads.density_head import density_loss, density_targets
 from detkit.models.heads.roi_heads import RoIHeads, RoIOutput, RoISamples
 from detkit.models.heads.rpn import RPN, RPNOutput
 from detkit.models.matchers import BACKGROUND, IGNORED, BalancedSampler, Matcher
@@ -40,6 +40,10 @@ class FasterRCNNCriterion(nn.Module):
 
     Args:
         weights: multipliers of "rpn_objectness", "rpn_box", "rpn_density", "classifier", "box", "density".
+        density_same_class: an object's density target counts only objects of its class (as
+            class-aware suppression sees them); False: any class, the paper's.
+        density_crowd_weight: multiplier of the density loss of crowded targets (above 0.5,
+            ``density_loss``); 1: the paper's loss.
     """
 
     def __init__(
@@ -49,8 +53,13 @@ class FasterRCNNCriterion(nn.Module):
         rpn_batch_per_image: int = 256,
         rpn_positive_fraction: float = 0.5,
         weights: Mapping[str, float] | None = None,
+        density_same_class: bool = False,
+        density_crowd_weight: float = 1.0,
     ):
         super().__init__()
+        if not density_crowd_weight > 0:
+            raise ValueError(f"criterion.density_crowd_weight must be > 0, got {density_crowd_weight!r}")
+        self.density_same_class, self.density_crowd_weight = bool(density_same_class), float(density_crowd_weight)
         self.rpn_matcher = Matcher(rpn_fg_iou, rpn_bg_iou, allow_low_quality=True)
         self.rpn_sampler = BalancedSampler(rpn_batch_per_image, rpn_positive_fraction)
         self.rpn_coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
@@ -80,7 +89,8 @@ class FasterRCNNCriterion(nn.Module):
                 label[matched == IGNORED] = -1.0
                 labels.append(label)
                 regression.append(self.rpn_coder.encode(gt[matched.clamp(min=0)], rpn.anchors))
-                densities.append(density_targets(gt)[matched.clamp(min=0)])
+                truth = density_targets(gt, target["labels"] if self.density_same_class else None)
+                densities.append(truth[matched.clamp(min=0)])
         positive, negative = [], []
         offset = 0
         for label in labels:
@@ -100,8 +110,8 @@ class FasterRCNNCriterion(nn.Module):
         }
         if rpn.densities is not None:
             wanted = torch.cat(densities)[positive]
-            losses["rpn_density"] = smooth_l1_loss(rpn.densities.flatten()[positive], wanted, beta=1 / 9,
-                                                   reduction="sum") / max(1, positive.numel())
+            losses["rpn_density"] = density_loss(rpn.densities.flatten()[positive], wanted,
+                                                 self.density_crowd_weight) / max(1, positive.numel())
         return losses
 
     def roi_losses(self, roi: RoIOutput, samples: RoISamples) -> dict[str, Tensor]:
@@ -114,8 +124,8 @@ class FasterRCNNCriterion(nn.Module):
         losses = {"classifier": F.cross_entropy(roi.class_logits, labels), "box": box}
         if roi.densities is not None:
             densities = torch.cat(samples.densities)
-            losses["density"] = smooth_l1_loss(roi.densities[foreground], densities[foreground], beta=1 / 9,
-                                               reduction="sum") / max(len(foreground), 1)
+            losses["density"] = density_loss(roi.densities[foreground], densities[foreground],
+                                             self.density_crowd_weight) / max(len(foreground), 1)
         return losses
 
 
