@@ -250,7 +250,8 @@ def _nms_suite(study: Study, trained: Mapping[str, TrainedRun], progress: bool) 
     suite = {"run": spec["run"], "score_threshold": float(spec["score_threshold"]),
              **_suppressor_tables(study, trained[spec["run"]], progress), "crowd_statistics": {}}
     if spec["also"]:
-        suite["also"] = {name: _suppressor_tables(study, trained[name], progress) for name in spec["also"]}
+        suite["also"] = {name: _suppressor_tables(study, trained[name], progress, sweeps=False)
+                         for name in spec["also"]}
     for dataset_name, which in spec["crowd_statistics"].items():
         try:
             train_index, val_index = resolve_datasets({"data": study.datasets[dataset_name]})
@@ -262,10 +263,10 @@ def _nms_suite(study: Study, trained: Mapping[str, TrainedRun], progress: bool) 
     return suite
 
 
-def _suppressor_tables(study: Study, run: TrainedRun, progress: bool) -> dict:
-    """One run's part of the nms suite: {"splits": each split's rows, noise, sweeps and density
-    report} and, when the model predicts densities, {"margin": Adaptive-NMS's margin chosen on
-    its training split}."""
+def _suppressor_tables(study: Study, run: TrainedRun, progress: bool, sweeps: bool = True) -> dict:
+    """One run's part of the nms suite: {"splits": each split's rows, noise, sweeps (empty
+    without ``sweeps``) and density report} and, when the model predicts densities, {"margin":
+    Adaptive-NMS's margin chosen on its training split}."""
     spec = study.suites["nms"]
     threshold = float(spec["score_threshold"])
     out: dict = {"splits": {}}
@@ -281,7 +282,8 @@ def _suppressor_tables(study: Study, run: TrainedRun, progress: bool) -> dict:
             out["margin"] = choose_margin(train.index, train_raw, train_cap)
             margin = out["margin"]["chosen"]
         suppressors = {n: c for n, c in SUPPRESSORS.items() if has_densities or not needs_densities(c)}
-        families = {f: v for f, v in FAMILIES.items() if has_densities or not needs_densities(v[0])}
+        families = {f: v for f, v in FAMILIES.items()
+                    if sweeps and (has_densities or not needs_densities(v[0]))}
         index, ids = dataset.index, dataset.index.category_ids
         bar = tqdm(total=len(suppressors) + sum(len(spec["sweep"][v[2]]) for v in families.values()),
                    desc=f"suppressing ({run.run.name}, {label})", unit="setting", disable=not progress, leave=False)

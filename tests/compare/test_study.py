@@ -37,7 +37,8 @@ def test_from_inherits_and_changes_one_part():
     assert crowded.dataset == "dense" and crowded.config["data"]["synthetic"]["crowded"] == "dense"
     assert crowded.config["model"]["rpn"]["density"] is True
     assert study.runs["retinanet_crowded"].config["model"]["head"]["density"] is True
-    assert study.runs_for(["nms"]) == ["faster_rcnn_crowded", "retinanet_crowded"]
+    assert study.runs_for(["nms"]) == ["faster_rcnn_crowded", "retinanet_crowded", "faster_rcnn_crowded_same_class",
+                                       "faster_rcnn_crowded_crowd_weight"]
 
 
 def test_seed_and_overrides():

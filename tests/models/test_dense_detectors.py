@@ -163,7 +163,8 @@ def test_densities_flow_into_adaptive_nms():
     model.eval()
 
     def count(postprocess, density_bias):
-        model.head.density.out.bias.data.fill_(density_bias)
+        model.head.density.predict.weight.data.zero_()  # the density: sigmoid(bias) at every anchor
+        model.head.density.predict.bias.data.fill_(density_bias)
         model.set_postprocess(build_suppressor(postprocess))
         with torch.no_grad():
             detection = model(images)[0]
@@ -177,6 +178,38 @@ def test_densities_flow_into_adaptive_nms():
     assert count({"type": "adaptive_nms", "iou_threshold": 0.5}, 5.0) > 2 * hard
     with pytest.raises(ValueError, match="adaptive_nms needs densities: enable the density head"):
         build_model(TINY_RETINANET).set_postprocess(build_suppressor({"type": "adaptive_nms"}))
+
+
+def test_retinanet_density_subnet_is_the_papers_and_each_detection_reads_its_anchor():
+    """Beside the class and box subnets: a 1x1 reduction of each level concatenated with the level's
+    A*K class logits and 4A offsets, a 5x5 conv to A densities, flattened in the anchors' order
+    (the logits' order); and each detection reports the density of the anchor it came from."""
+    torch.manual_seed(0)
+    model = build_model({**TINY_RETINANET, "head": {"depth": 1, "density": True}}).eval()
+    head, subnet = model.head, model.head.density
+    assert subnet.reduce.kernel_size == (1, 1) and subnet.reduce.out_channels == 128
+    assert subnet.predict.kernel_size == (5, 5) and subnet.predict.in_channels == 128 + 9 * (5 + 4)
+    assert subnet.predict.out_channels == 9
+    features = [torch.randn(1, 64, 6, 5), torch.randn(1, 64, 3, 3)]
+    with torch.no_grad():
+        out = head(features)
+        logits = [head.classification(f) for f in features]
+        maps = subnet(features, logits, [head.regression(f) for f in features])
+    level, a, y, x = 1, 4, 2, 1
+    index = 6 * 5 * 9 + (y * 3 + x) * 9 + a  # level 0's anchors first; cell-major, then anchor
+    assert float(out["densities"][0, index]) == pytest.approx(float(maps[level][0, a, y, x]))
+    assert torch.allclose(out["logits"][0, index], logits[level][0, a * 5:(a + 1) * 5, y, x])
+
+    # detect(): silenced offsets make each detection's box its anchor; a distinct density per anchor
+    anchors = [torch.tensor([[10.0, 10.0, 40.0, 40.0], [60.0, 60.0, 90.0, 90.0]]), torch.tensor([[5.0, 70.0, 50.0, 120.0]])]
+    logits = torch.full((1, 3, 5), -10.0)
+    logits[0, [0, 1, 2], [1, 3, 0]] = 5.0  # each anchor confident in one class
+    outputs = {"logits": logits, "deltas": torch.zeros(1, 3, 4), "densities": torch.tensor([[0.61, 0.72, 0.83]])}
+    model.set_postprocess(build_suppressor({"type": "none"}))
+    (detection,) = model.detect(outputs, anchors, [2, 1], [(128, 128)])
+    by_box = {tuple(b.tolist()): float(d) for b, d in zip(detection["boxes"], detection["densities"])}
+    assert by_box == pytest.approx({(10.0, 10.0, 40.0, 40.0): 0.61, (60.0, 60.0, 90.0, 90.0): 0.72,
+                                    (5.0, 70.0, 50.0, 120.0): 0.83})
 
 
 @pytest.mark.parametrize("kind", ["retinanet", "efficientdet"])

@@ -9,7 +9,9 @@ classification output's bias starts at -log((1 - pi) / pi), pi = 0.01, so every 
 predicts background with probability 0.99 and the focal loss is not swamped by the easy
 negatives at the start. ``EfficientDetHead`` (Tan et al., CVPR 2020): the same two subnets of
 depthwise-separable convs with swish, weights shared across levels but a BatchNorm per level.
-Both can add a density subnet (A outputs) for Adaptive-NMS.
+Both can add a density subnet (A outputs) for Adaptive-NMS: RetinaHead the paper's
+(``DensitySubnet``: the features reduced, concatenated with the class logits and offsets, a
+5x5 conv), EfficientDetHead a third subnet of its own kind.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import math
 
 import torch
 from torch import Tensor, nn
+
+from detkit.models.heads.density_head import DensitySubnet
 
 PRIOR_PROBABILITY = 0.01  # Lin et al.: the initial foreground probability of every anchor
 
@@ -66,26 +70,32 @@ class RetinaHead(nn.Module):
         num_classes: K.
         depth: convs per subnet (4).
         norm: GroupNorm in the subnets (torchvision's retinanet_resnet50_fpn_v2).
-        density: add the Adaptive-NMS density subnet.
+        density: add Adaptive-NMS's density subnet (``DensitySubnet`` on the class logits and
+            offsets): true, or its arguments (``{channels: 128}``).
     """
 
     def __init__(self, channels: int, num_anchors: int, num_classes: int, depth: int = 4, norm: bool = False,
-                 density: bool = False):
+                 density: bool | dict = False):
         super().__init__()
         self.num_classes = num_classes
         self.classification = RetinaSubnet(channels, num_anchors * num_classes, depth, norm, prior_bias())
         self.regression = RetinaSubnet(channels, num_anchors * 4, depth, norm)
-        self.density = RetinaSubnet(channels, num_anchors, depth, norm) if density else None
+        self.density = None
+        if density:
+            options = {} if density is True else dict(density)
+            self.density = DensitySubnet(channels, num_anchors, scores_per_anchor=num_classes, **options)
 
     def forward(self, features: list[Tensor]) -> dict[str, Tensor]:
         """Per anchor of all levels: "logits" (N, T, K), "deltas" (N, T, 4), ("densities" (N, T))."""
+        logits = [self.classification(f) for f in features]
+        deltas = [self.regression(f) for f in features]
         out = {
-            "logits": torch.cat([flatten_anchors(self.classification(f), self.num_classes) for f in features], 1),
-            "deltas": torch.cat([flatten_anchors(self.regression(f), 4) for f in features], 1),
+            "logits": torch.cat([flatten_anchors(x, self.num_classes) for x in logits], 1),
+            "deltas": torch.cat([flatten_anchors(x, 4) for x in deltas], 1),
         }
         if self.density is not None:
-            out["densities"] = torch.cat([flatten_anchors(torch.sigmoid(self.density(f)), 1) for f in features],
-                                         1).squeeze(2)
+            maps = self.density(features, logits, deltas)  # (N, A, H, W) per level
+            out["densities"] = torch.cat([flatten_anchors(d, 1) for d in maps], 1).squeeze(2)
         return out
 
 

@@ -49,22 +49,26 @@ def density_loss(predicted: Tensor, wanted: Tensor, crowd_weight: float = 1.0) -
 
 
 class DensitySubnet(nn.Module):
-    """Liu et al.'s density subnet: per level, (N, C, H, W) features with the RPN's (N, A, H, W)
-    objectness and (N, 4A, H, W) offsets -> (N, A, H, W) densities in [0, 1].
+    """Liu et al.'s density subnet: per level, (N, C, H, W) features with the head's (N, A * S, H, W)
+    scores and (N, 4A, H, W) offsets -> (N, A, H, W) densities in [0, 1].
 
-    reduce: 1x1 conv C -> ``channels`` (+ ReLU); then concat [reduced, objectness, offsets]
-    -> 5x5 conv -> A channels -> sigmoid. Shared across levels, as the RPN head is.
+    reduce: 1x1 conv C -> ``channels`` (+ ReLU); then concat [reduced, scores, offsets]
+    -> 5x5 conv -> A channels -> sigmoid. Shared across levels, as the heads are. Beside the
+    RPN the scores are its objectness (S = 1); beside a one-stage head (RetinaNet) its class
+    logits (S = K), the paper's design carried over: the subnet sees what the detector scored
+    and where it placed each anchor's box.
 
     Args:
         in_channels: C, the channels of every level.
         num_anchors: A, anchors per cell.
         channels: the reduced width (the paper does not state it; 128 by default).
+        scores_per_anchor: S (1 beside the RPN, K beside a one-stage head).
     """
 
-    def __init__(self, in_channels: int, num_anchors: int, channels: int = 128):
+    def __init__(self, in_channels: int, num_anchors: int, channels: int = 128, scores_per_anchor: int = 1):
         super().__init__()
         self.reduce = nn.Conv2d(in_channels, channels, 1)
-        self.predict = nn.Conv2d(channels + 5 * num_anchors, num_anchors, 5, padding=2)
+        self.predict = nn.Conv2d(channels + (scores_per_anchor + 4) * num_anchors, num_anchors, 5, padding=2)
         for layer in (self.reduce, self.predict):
             nn.init.normal_(layer.weight, std=0.01)
             nn.init.constant_(layer.bias, 0)
@@ -72,7 +76,7 @@ class DensitySubnet(nn.Module):
     def forward(self, features: list[Tensor], objectness: list[Tensor], deltas: list[Tensor]) -> list[Tensor]:
         out = []
         for feature, logits, offsets in zip(features, objectness, deltas):
-            x = torch.cat([torch.relu(self.reduce(feature)), logits, offsets], dim=1)  # (N, channels + 5A, H, W)
+            x = torch.cat([torch.relu(self.reduce(feature)), logits, offsets], dim=1)  # (N, channels + (S+4)A, H, W)
             out.append(torch.sigmoid(self.predict(x)))  # (N, A, H, W)
         return out
 
