@@ -40,6 +40,8 @@ from detkit.compare.runs import (
     read_raw,
     save_raw,
     train_or_load,
+    density_readout,
+    has_box_readout,
     train_subset,
     val_dataset,
 )
@@ -303,6 +305,13 @@ def _suppressor_tables(study: Study, run: TrainedRun, progress: bool, sweeps: bo
                                                                   matches=True)
                 rows[name]["oracle_margin"] = oracle_margin
                 rows[name]["oracle_same_class"] = same_class
+        box_raw = None
+        if has_densities and has_box_readout(run.model):  # the readout variant: the density at each final box
+            with density_readout(run.model, "box"):
+                box_raw, _ = _raw_once(run, dataset, f"{label}_box_readout", {**split, **made_by})
+            rows["adaptive_nms_box_readout"], _, paired["adaptive_nms_box_readout"] = evaluate_suppressor(
+                index, box_raw, adaptive, cap, threshold, ids, matches=True)
+            rows["adaptive_nms_box_readout"]["readout"] = "box"
         draws = resample_indices(len(index.records), study.measure["bootstrap"], seed=study.seed)
         spreads = {name: spread(p, draws) for name, p in paired.items()}
         sigma = {name: {metric: float(np.std(spreads[name][metric] - spreads["nms"][metric], ddof=1))
@@ -322,6 +331,8 @@ def _suppressor_tables(study: Study, run: TrainedRun, progress: bool, sweeps: bo
                                 "sweep": sweep}
         if has_densities:
             out["splits"][label]["densities"] = density_report(index, raw, adaptive["iou_threshold"])
+        if box_raw is not None:
+            out["splits"][label]["densities_box_readout"] = density_report(index, box_raw, adaptive["iou_threshold"])
     return out
 
 

@@ -282,6 +282,8 @@ def _suppressor_part(name: str, part: Mapping, results: Mapping, t: float, *, ju
                            + (f" + {margin:g}" if margin else ""))
             if "margin" in row:
                 config += f", density: predicted + {row['margin']:g}"
+            if "readout" in row:
+                config += f", density: read at each {row['readout']}"
             rows.append([f"`{row_name}`", config, _f(row["AP"]), _f(row["AP50"]), _f(row["AP75"]), _f(row["AR100"]),
                          delta, _f(row["recall_covered"]), recall, row["recoverable"], row["lost"],
                          _f(row["recall_at_threshold"]), _f(row["precision_at_threshold"]), row["duplicates"],
@@ -290,14 +292,17 @@ def _suppressor_part(name: str, part: Mapping, results: Mapping, t: float, *, ju
         lines += [*_table(header + [title for _, title in extra], rows, numbers_from=2), ""]
         if split.get("densities"):
             lines += _density_lines(label, split["densities"])
+        if split.get("densities_box_readout"):
+            lines += _density_lines(label, split["densities_box_readout"], "read at each final box")
         lines += _sweep_tables(label, split["sweep"])
     return lines
 
 
-def _density_lines(label: str, d: Mapping) -> list[str]:
+def _density_lines(label: str, d: Mapping, how: str = "") -> list[str]:
     """How the predicted densities compare with the truth (``suppression.density_report``)."""
     n_t = d["iou_threshold"]
-    return [f"Predicted densities on the {label} split, on the {d['candidates']} raw candidates that cover an object: "
+    how = f" ({how})" if how else ""
+    return [f"Predicted densities{how} on the {label} split, on the {d['candidates']} raw candidates that cover an object: "
             f"Pearson r {_f(d['pearson'])} with the object's true density; of the {d['crowded']} candidates of crowded "
             f"objects (true density > {n_t:g}), {100 * d['crowded_predicted_above']:.1f}% predicted above {n_t:g} (their "
             f"threshold raised); of the {d['lone']} candidates of lone objects, {100 * d['lone_predicted_below']:.1f}% "

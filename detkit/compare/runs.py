@@ -210,6 +210,23 @@ def raw_candidates(model) -> Iterator[int]:
         model.set_postprocess(suppressor, cap=cap)
 
 
+@contextlib.contextmanager
+def density_readout(model, readout: str) -> Iterator[None]:
+    """Within it, ``model`` (a Faster R-CNN with the RPN's density subnet) reads each candidate's
+    density with ``readout`` ("anchor" or "box"); restores its own on exit."""
+    own = model.density_readout
+    model.set_density_readout(readout)
+    try:
+        yield
+    finally:
+        model.set_density_readout(own)
+
+
+def has_box_readout(model) -> bool:
+    """True for a model whose densities can also be read at each box (``density_readout``)."""
+    return hasattr(model, "set_density_readout") and getattr(model.rpn, "density", None) is not None
+
+
 def read_raw(trained: TrainedRun, dataset: DetectionDataset) -> tuple[dict, int]:
     """{image_id: {"boxes", "scores", "labels"(, "densities")}} before suppression, in the
     original images' pixels, and the model's detections-per-image cap."""

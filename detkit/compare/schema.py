@@ -208,7 +208,8 @@ SUPPRESSOR_ROW = record({
     "raised": number,  # Adaptive-NMS: share of kept boxes whose threshold the density raised above N_t
     "oracle_margin": number,  # Adaptive-NMS on the oracle's densities (+ this margin) ...
     "oracle_same_class": flag,  # ... counting only neighbours of the object's class
-    "margin": number})  # Adaptive-NMS on the predicted densities + this margin (chosen on the training split)
+    "margin": number,  # Adaptive-NMS on the predicted densities + this margin (chosen on the training split)
+    "readout": text})  # Adaptive-NMS with the densities read at each final box ("box")
 DENSITY_REPORT = record({"candidates": integer, "pearson": number, "iou_threshold": number, "crowded": integer,
                          "crowded_predicted_above": number, "lone": integer, "lone_predicted_below": number},
                         {"predicted_mean": number, "predicted_max": number, "true_mean": number})
@@ -221,7 +222,8 @@ NMS_SPLIT = record({
     "rows": table(SUPPRESSOR_ROW, required=("nms",)),  # the other rows are judged against nms
     "sigma_vs_nms": table(record({"AP": number}, {"AP50": number, "AR100": number, "recall_covered": number})),
     "sweep": table(SWEEP),
-}, {"cap": integer, "densities": DENSITY_REPORT})  # densities: when the model predicts them
+}, {"cap": integer, "densities": DENSITY_REPORT,  # densities: when the model predicts them
+    "densities_box_readout": DENSITY_REPORT})  # ... read at each final box (Faster R-CNN's RPN density subnet)
 MARGIN = record({"margins": NUMBERS, "AP": NUMBERS, "AP50": NUMBERS, "chosen": number},
                 same_length=("margins", "AP", "AP50"))  # Adaptive-NMS's margin, chosen on training images
 SUPPRESSOR_TABLES = record({"splits": table(NMS_SPLIT, non_empty=True)}, {"margin": MARGIN})

@@ -214,7 +214,7 @@ def build_faster_rcnn(config: Mapping[str, Any], where: str = "model") -> Faster
     config = dict(config)
     config.pop("type", None)
     allowed = {"num_classes", "class_names", "backbone", "neck", "rpn", "roi_heads", "postprocess", "transform",
-               "criterion"}
+               "criterion", "density_readout"}
     num_classes = _checked_detector_keys(config, allowed, where)
     backbone = build_backbone(config.get("backbone") or {"type": "resnet"}, f"{where}.backbone")
     # no "neck" key: the standard FPN; "neck: null": none (the heads read backbone levels, e.g. C4)
@@ -226,7 +226,8 @@ def build_faster_rcnn(config: Mapping[str, Any], where: str = "model") -> Faster
                                 densities_from_rpn=rpn.density is not None)
     transform = _call(DetectionTransform, config.get("transform") or {}, f"{where}.transform")
     criterion = _call(FasterRCNNCriterion, config.get("criterion") or {}, f"{where}.criterion")
-    return FasterRCNN(backbone, neck, rpn, roi_heads, transform, criterion, config.get("class_names"))
+    return FasterRCNN(backbone, neck, rpn, roi_heads, transform, criterion, config.get("class_names"),
+                      config.get("density_readout", "anchor"))
 
 
 def _dense_common(config: dict, where: str, defaults: dict, head_factory) -> DenseDetector:

@@ -63,7 +63,8 @@ def test_every_suite_writes_its_report_json_and_plots(smoke):
     crowded = nms["splits"]["crowded"]
     rows = {"none", "nms", "soft_nms_linear", "soft_nms_gaussian", "adaptive_nms", "diou_nms", "adaptive_nms_margin",
             "adaptive_nms_oracle", "adaptive_nms_oracle_margin", "adaptive_nms_oracle_same_class"}
-    assert set(crowded["rows"]) == rows  # the model has densities
+    assert set(crowded["rows"]) == rows | {"adaptive_nms_box_readout"}  # the model has densities, two readouts
+    assert crowded["rows"]["adaptive_nms_box_readout"]["readout"] == "box" and "densities_box_readout" in crowded
     assert nms["margin"]["chosen"] in nms["margin"]["margins"] and len(nms["margin"]["AP"]) == len(nms["margin"]["margins"])
     assert crowded["rows"]["adaptive_nms_margin"]["margin"] == nms["margin"]["chosen"]
     assert set(crowded["sigma_vs_nms"]["adaptive_nms"]) == {"AP", "AP50", "AR100", "recall_covered"}

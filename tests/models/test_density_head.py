@@ -130,6 +130,39 @@ def test_each_detection_carries_the_density_of_its_proposals_anchor():
     assert set(detection["densities"].tolist()) <= set(rpn.proposal_densities()[0].tolist())
 
 
+def test_box_readout_gives_each_detection_the_density_of_the_anchor_its_box_overlaps_most():
+    """density_readout "box" (issue 16, item 5): a forced density map, then each detection's
+    density is the map at the anchor of highest IoU with its (resized) box; "anchor" stays the
+    paper's, and "box" needs the RPN's density subnet."""
+    from detkit.models import build_model
+    from detkit.ops import box_iou
+
+    torch.manual_seed(0)
+    model = build_model({**TINY, "density_readout": "box"}).eval()
+
+    def distinct(features, objectness, deltas):
+        return [(torch.arange(lg.numel(), dtype=torch.float32).reshape(lg.shape) + 1000 * level) / 1e5
+                for level, lg in enumerate(objectness)]
+
+    model.rpn.density.forward = distinct
+    images = [torch.rand(3, 96, 96)]  # TINY's transform keeps 96 px: the resized image is the original
+    with torch.no_grad():
+        batch, _ = model.transform(images)
+        rpn = model.rpn(batch, model.features(batch.tensors))
+        detection = model(images)[0]
+    assert len(detection["boxes"]) > 0
+    best = box_iou(detection["boxes"], rpn.anchors).argmax(dim=1)
+    assert torch.equal(detection["densities"], rpn.densities[0][best])
+    model.set_density_readout("anchor")
+    with torch.no_grad():
+        carried = model(images)[0]["densities"]
+    assert set(carried.tolist()) <= set(rpn.proposal_densities()[0].tolist())
+    with pytest.raises(ValueError, match="density_readout must be one of anchor, box, got 'centre'"):
+        model.set_density_readout("centre")
+    with pytest.raises(ValueError, match="reads the RPN's density subnet"):
+        build_model({**TINY, "rpn": {**TINY["rpn"], "density": False}, "postprocess": None, "density_readout": "box"})
+
+
 def test_one_density_predictor_at_a_time_and_adaptive_nms_needs_one():
     from detkit.models import build_model
 

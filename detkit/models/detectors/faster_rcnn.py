@@ -129,6 +129,9 @@ class FasterRCNNCriterion(nn.Module):
         return losses
 
 
+DENSITY_READOUTS = ("anchor", "box")
+
+
 class FasterRCNN(nn.Module):
     """Args:
         backbone: emits the feature levels (``out_shapes``).
@@ -138,6 +141,9 @@ class FasterRCNN(nn.Module):
         transform: normalise, resize and batch (defaults: 800 / 1333, ImageNet statistics).
         criterion: the losses (default: torchvision's).
         class_names: names of labels 0..C-1 (for drawing and reports).
+        density_readout: with the RPN's density subnet, where each candidate's density is read:
+            "anchor", the paper's (carried from the anchor its proposal came from), or "box" (the
+            anchor the final box overlaps most: the one training would match its object to).
     """
 
     def __init__(
@@ -149,6 +155,7 @@ class FasterRCNN(nn.Module):
         transform: DetectionTransform | None = None,
         criterion: FasterRCNNCriterion | None = None,
         class_names: list[str] | None = None,
+        density_readout: str = "anchor",
     ):
         super().__init__()
         self.transform = transform or DetectionTransform()
@@ -159,6 +166,17 @@ class FasterRCNN(nn.Module):
         self.criterion = criterion or FasterRCNNCriterion()
         num_classes = roi_heads.predictor.cls_score.out_features - 1
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.set_density_readout(density_readout)
+
+    def set_density_readout(self, readout: str) -> None:
+        """Read each candidate's density at its proposal's anchor ("anchor") or at the anchor its
+        box overlaps most ("box"); a model without the RPN's density subnet only has "anchor"."""
+        if readout not in DENSITY_READOUTS:
+            raise ValueError(f"density_readout must be one of {', '.join(DENSITY_READOUTS)}, got {readout!r}")
+        if readout != "anchor" and self.rpn.density is None:
+            raise ValueError(f"density_readout {readout!r} reads the RPN's density subnet: enable it "
+                             "(model.rpn.density: true)")
+        self.density_readout = readout
 
     def features(self, images: Tensor) -> dict[str, Tensor]:
         features = self.backbone(images)
@@ -180,7 +198,8 @@ class FasterRCNN(nn.Module):
             roi = self.roi_heads(features, samples.proposals, batch.image_sizes)
             return self.criterion(rpn, roi, samples, targets)
         roi = self.roi_heads(features, rpn.proposals, batch.image_sizes)
-        detections = self.roi_heads.detect(roi, rpn.proposals, batch.image_sizes, rpn.proposal_densities())
+        density_at = rpn.density_at_boxes if self.density_readout == "box" else None
+        detections = self.roi_heads.detect(roi, rpn.proposals, batch.image_sizes, rpn.proposal_densities(), density_at)
         return self.transform.postprocess(detections, batch.image_sizes, original_sizes)
 
     @torch.no_grad()

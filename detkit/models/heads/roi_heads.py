@@ -212,10 +212,11 @@ class RoIHeads(nn.Module):
 
     @torch.no_grad()
     def detect(self, output: RoIOutput, proposals: list[Tensor], image_sizes,
-               proposal_densities: list[Tensor] | None = None) -> list[dict]:
+               proposal_densities: list[Tensor] | None = None, density_at=None) -> list[dict]:
         """Detections per image: ``boxes`` (Tensor[D, 4] xyxy, resized image), ``scores``,
         ``labels`` (dataset labels, 0..K-2), and ``densities`` when densities are predicted
-        (by the density head, or carried from the proposals: ``proposal_densities``)."""
+        (by the density head, or carried from the proposals: ``proposal_densities``, or read
+        at each candidate's box: ``density_at(image, boxes) -> Tensor[D]``)."""
         num_classes = output.class_logits.shape[-1]
         boxes_all = self.coder.decode(output.box_regression, torch.cat(proposals))  # (R, K, 4)
         scores_all = F.softmax(output.class_logits, -1)
@@ -227,9 +228,9 @@ class RoIHeads(nn.Module):
         else:
             densities_all = [None] * len(per_image)
         detections = []
-        for boxes, scores, densities, size in zip(
+        for image, (boxes, scores, densities, size) in enumerate(zip(
             boxes_all.split(per_image), scores_all.split(per_image), densities_all, image_sizes
-        ):
+        )):
             boxes = clip_boxes_to_image(boxes, size)
             labels = torch.arange(num_classes, device=boxes.device).view(1, -1).expand_as(scores)
             # drop the background column, then one row per (RoI, class)
@@ -240,6 +241,8 @@ class RoIHeads(nn.Module):
             keep = keep[remove_small_boxes(boxes[keep], self.min_size)]
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             densities = densities[keep] if densities is not None else None
+            if density_at is not None:
+                densities = density_at(image, boxes)
             # labels - 1: the predictor's class 0 is the background
             detections.append(suppress(self.postprocess, self.detections_per_image, boxes, scores, labels - 1,
                                        densities))

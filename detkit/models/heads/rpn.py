@@ -27,7 +27,7 @@ from detkit.models.coders import BoxCoder
 from detkit.models.heads.density_head import DensitySubnet
 from detkit.models.postprocess import checked_postprocess
 from detkit.models.transform import ImageBatch
-from detkit.ops import Suppressor, clip_boxes_to_image, remove_small_boxes
+from detkit.ops import Suppressor, box_iou, clip_boxes_to_image, remove_small_boxes
 
 
 class RPNHead(nn.Module):
@@ -91,6 +91,14 @@ class RPNOutput:
         if self.densities is None:
             return None
         return [d.detach()[index] for d, index in zip(self.densities, self.anchor_index)]
+
+    def density_at_boxes(self, image: int, boxes: Tensor) -> Tensor:
+        """Tensor[D]: for each box (xyxy in the resized image) of image ``image``, the predicted
+        density of the anchor it overlaps most (the anchor its object would be matched to)."""
+        if len(boxes) == 0:
+            return boxes.new_zeros(0)
+        best = torch.cat([box_iou(chunk, self.anchors).argmax(dim=1) for chunk in boxes.split(256)])  # bounded memory
+        return self.densities[image].detach()[best]
 
 
 def flatten_levels(logits: list[Tensor], deltas: list[Tensor]) -> tuple[Tensor, Tensor]:
