@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -59,6 +59,14 @@ def _comparable(config: Mapping) -> str:
     return json.dumps(config, sort_keys=True, default=str)
 
 
+def _differences(saved: Any, wanted: Any, where: str = "") -> list[str]:
+    """The config keys whose values differ ("train.out: 'a' then, 'b' now"), depth first."""
+    if isinstance(saved, Mapping) and isinstance(wanted, Mapping):
+        return [d for key in sorted(set(saved) | set(wanted), key=str)
+                for d in _differences(saved.get(key), wanted.get(key), f"{where}.{key}" if where else str(key))]
+    return [] if saved == wanted else [f"{where}: {saved!r} then, {wanted!r} now"]
+
+
 def train_or_load(run: Run, *, progress: bool = True) -> TrainedRun:
     """The run's trained model, on its config's device: loaded if its folder holds this config
     finished, else trained, resumed from ``last.pth`` when an interrupted training of this
@@ -76,8 +84,9 @@ def train_or_load(run: Run, *, progress: bool = True) -> TrainedRun:
         raise ValueError(f"{out} holds a checkpoint that detkit compare did not write: delete the folder, or "
                          "give detkit compare another --runs folder")
     if record is not None and _comparable(record["config"]) != _comparable(run.config):
-        raise ValueError(f"{out} holds a run of another config than study run {run.name!r}: delete the folder, "
-                         "or give detkit compare another --runs folder")
+        differ = ", ".join(_differences(record["config"], json.loads(_comparable(run.config)))[:3])
+        raise ValueError(f"{out} holds a run of another config than study run {run.name!r} ({differ}): delete the "
+                         "folder, or give detkit compare another --runs folder")
     if record is not None and record["finished"]:
         model = load_model(resolved, out / "last.pth", device)
         return TrainedRun(run, model, resolved, record["steps"], record["seconds"], True, device)

@@ -117,7 +117,7 @@ def test_report_only_and_plan(smoke):
     assert result.exit_code == 0, result.output
     assert (root / "out" / "report.md").read_text() == before and (root / "out" / "nms.png").is_file()
     plan = CliRunner().invoke(main, ["compare", "--budget", "cpu", "--out", str(root / "x"), "--plan"])
-    assert plan.exit_code == 0 and "11 runs for detectors, focal, necks, backbones, nms" in plan.output
+    assert plan.exit_code == 0 and "14 runs for detectors, focal, necks, backbones, nms" in plan.output
     assert "retinanet.seed+2" in plan.output and not (root / "x").exists()
 
 
@@ -125,7 +125,7 @@ def test_a_folder_of_another_config_is_refused(smoke):
     root, _ = smoke
     result = compare(root, "--suite", "focal", "--seed", 5, out="other")
     assert result.exit_code == 2
-    assert "holds a run of another config than study run 'retinanet'" in result.output
+    assert "holds a run of another config than study run 'retinanet' (train.seed: 0 then, 5 now)" in result.output
 
 
 def test_an_interrupted_run_resumes(tmp_path, monkeypatch):
