@@ -92,7 +92,7 @@ def test_unknown_levels_raise(levels):
         (dict(variant="v2_s"), "variant"),
         (dict(frozen_stages=5), "frozen_stages"),
         (dict(frozen_stages=-2), "frozen_stages"),
-        (dict(norm="gn"), "norm"),
+        (dict(norm="ln"), "norm"),
     ],
 )
 def test_bad_arguments_raise(kwargs, match):

@@ -32,8 +32,8 @@ def test_frozen_stages_and_norm():
     assert all(p.requires_grad for p in net.layer2.parameters())
     assert not net.bn1.training and not net.layer1[0].bn1.training and net.layer2[0].bn1.training
     assert isinstance(ResNet(18).bn1, torchvision.ops.FrozenBatchNorm2d)  # the default: frozen BN
-    with pytest.raises(ValueError, match="norm must be 'frozen_bn' or 'bn'"):
-        ResNet(18, norm="gn")
+    with pytest.raises(ValueError, match="norm must be 'frozen_bn', 'bn' or 'gn'"):
+        ResNet(18, norm="ln")
 
 
 def test_weights_from_a_local_file_equal_torchvisions(tmp_path):

@@ -7,6 +7,8 @@ so any neck fits any backbone and any head any neck.
 
 from __future__ import annotations
 
+import math
+
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,13 +98,32 @@ def load_pretrained(weights: str | Path, enum_class, *, what: str) -> dict[str, 
         ) from None
 
 
+GN_GROUPS = 32  # He et al.'s (and Wu & He's) groups per GroupNorm
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with ``GN_GROUPS`` groups, or the largest divisor of ``channels`` below it
+    (EfficientNet's 16, 24 and 40 channels: 16, 8, 8 groups)."""
+    return nn.GroupNorm(math.gcd(GN_GROUPS, channels), channels)
+
+
 def norm_layer(name: str) -> Callable[[int], nn.Module]:
     """The normalisation of a backbone: "frozen_bn" (fixed statistics and affine, the usual
-    choice with pretrained weights and small batches) or "bn" (trainable BatchNorm)."""
+    choice with pretrained weights and small batches), "bn" (trainable BatchNorm) or "gn"
+    (GroupNorm: independent of the batch, He et al.'s recipe for training from scratch)."""
     from torchvision.ops import FrozenBatchNorm2d
 
     if name == "frozen_bn":
         return FrozenBatchNorm2d
     if name == "bn":
         return nn.BatchNorm2d
-    raise ValueError(f"norm must be 'frozen_bn' or 'bn', got {name!r}")
+    if name == "gn":
+        return group_norm
+    raise ValueError(f"norm must be 'frozen_bn', 'bn' or 'gn', got {name!r}")
+
+
+def no_pretrained_group_norm(norm: str, weights: str | None, what: str) -> None:
+    """ImageNet weights carry BatchNorm statistics that GroupNorm cannot use: refuse the pair."""
+    if norm == "gn" and weights is not None:
+        raise ValueError(f"{what}: norm 'gn' trains from scratch (He et al.); pretrained weights ({weights!r}) "
+                         "hold BatchNorm statistics: use norm 'frozen_bn' or 'bn' with them, or weights: null")

@@ -40,8 +40,10 @@ from detkit.models.backbones.base import (
     FeatureExtractor,
     FrozenModules,
     ShapeSpec,
+    group_norm,
     level_name,
     load_pretrained,
+    no_pretrained_group_norm,
     norm_layer,
 )
 
@@ -72,7 +74,9 @@ class EfficientNet(FrozenModules, FeatureExtractor):
         norm: "bn" (torchvision's BatchNorm: eps 1e-5, momentum 0.1 on b0..b4; eps 1e-3,
             momentum 0.01 on b5..b7) or "frozen_bn" (each BatchNorm replaced, after the weights
             are loaded, by a FrozenBatchNorm2d with its statistics, affine and eps; torchvision's
-            b5..b7 builders fix their own norm_layer, so it cannot be passed to them).
+            b5..b7 builders fix their own norm_layer, so it cannot be passed to them), or "gn"
+            (each BatchNorm replaced by a GroupNorm of 32 groups, or the largest divisor of its
+            channels below 32; from scratch only).
         weights: None (random), a torchvision enum name ("DEFAULT", "IMAGENET1K_V1") or a local
             .pth file of torchvision's classification model.
 
@@ -95,6 +99,7 @@ class EfficientNet(FrozenModules, FeatureExtractor):
         if not -1 <= frozen_stages <= 4:
             raise ValueError(f"frozen_stages must be in -1..4, got {frozen_stages}")
         frozen_norm = norm_layer(norm) is FrozenBatchNorm2d  # norm_layer rejects unknown names
+        no_pretrained_group_norm(norm, weights, f"efficientnet_{variant}")
         builder, enum_class = EFFICIENTNETS[variant]
         net = builder(weights=None)
         if weights is not None:
@@ -112,7 +117,7 @@ class EfficientNet(FrozenModules, FeatureExtractor):
         self.last = ends[levels[-1]][0]
         self.stage_names = ["stem", *(f"stage{i}" for i in range(1, self.last + 1))]
         for name, stage in zip(self.stage_names, stages):
-            setattr(self, name, _frozen_batchnorm(stage) if frozen_norm else stage)
+            setattr(self, name, _frozen_batchnorm(stage) if frozen_norm else _group_norm(stage) if norm == "gn" else stage)
         self.taps = {ends[lvl][0]: lvl for lvl in levels}  # stage index -> the level it emits
         # a level ends on an MBConv stack (stage 1 ends C1, not the stem), which knows its out_channels
         self.out_shapes = OrderedDict(
@@ -129,6 +134,17 @@ class EfficientNet(FrozenModules, FeatureExtractor):
             if i in self.taps:
                 out[self.taps[i]] = x
         return out
+
+
+def _group_norm(module: nn.Module) -> nn.Module:
+    """``module`` with each BatchNorm2d (in place, recursively) replaced by a GroupNorm of its
+    channels (``group_norm``)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, group_norm(child.num_features))
+        else:
+            _group_norm(child)
+    return module
 
 
 @torch.no_grad()

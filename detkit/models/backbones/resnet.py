@@ -8,7 +8,8 @@ from typing import Sequence
 import torchvision
 from torch import Tensor, nn
 
-from detkit.models.backbones.base import FeatureExtractor, FrozenModules, ShapeSpec, load_pretrained, norm_layer
+from detkit.models.backbones.base import (FeatureExtractor, FrozenModules, ShapeSpec, load_pretrained, no_pretrained_group_norm,
+                                         norm_layer)
 
 RESNETS = {  # depth: (torchvision builder, weights enum, channels of C2..C5)
     18: (torchvision.models.resnet18, torchvision.models.ResNet18_Weights, (64, 128, 256, 512)),
@@ -28,7 +29,7 @@ class ResNet(FrozenModules, FeatureExtractor):
             (a C4 detector's backbone ends at layer3).
         frozen_stages: stages kept fixed, counting the stem as 0 (-1: none; 1: stem and
             C2, torchvision's default of 3 trainable layers).
-        norm: "frozen_bn" or "bn".
+        norm: "frozen_bn", "bn" or "gn" (GroupNorm, from scratch only).
         weights: None (random), a torchvision enum name ("DEFAULT", "IMAGENET1K_V1", ...) or
             a local .pth file of the classification model.
 
@@ -53,6 +54,7 @@ class ResNet(FrozenModules, FeatureExtractor):
             raise ValueError(f"resnet out_levels must be among C2, C3, C4, C5, got {list(out_levels)}")
         if not -1 <= frozen_stages <= 4:
             raise ValueError(f"frozen_stages must be in -1..4, got {frozen_stages}")
+        no_pretrained_group_norm(norm, weights, f"resnet{depth}")
         net = builder(weights=None, norm_layer=norm_layer(norm))
         if weights is not None:
             net.load_state_dict(load_pretrained(weights, enum_class, what=f"resnet{depth}"))

@@ -14,13 +14,19 @@ from typing import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detkit.models.backbones.base import FeatureExtractor, ShapeSpec, level_name
+from detkit.models.backbones.base import FeatureExtractor, ShapeSpec, group_norm, level_name
 
 
-def _conv(in_channels: int, out_channels: int, kernel: int, norm: bool, stride: int = 1) -> nn.Module:
-    """conv (+ BatchNorm when ``norm``; the conv then has no bias), as torchvision's Conv2dNormActivation."""
+NECK_NORMS = (False, True, "bn", "gn")  # none, BatchNorm (true or "bn"), GroupNorm
+
+
+def _conv(in_channels: int, out_channels: int, kernel: int, norm: bool | str, stride: int = 1) -> nn.Module:
+    """conv (+ BatchNorm when ``norm`` is true or "bn", GroupNorm when "gn"; the conv then has
+    no bias), as torchvision's Conv2dNormActivation."""
     conv = nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, bias=not norm)
-    return nn.Sequential(conv, nn.BatchNorm2d(out_channels)) if norm else nn.Sequential(conv)
+    if not norm:
+        return nn.Sequential(conv)
+    return nn.Sequential(conv, group_norm(out_channels) if norm == "gn" else nn.BatchNorm2d(out_channels))
 
 
 class FPN(FeatureExtractor):
@@ -31,7 +37,8 @@ class FPN(FeatureExtractor):
         extra: None, "pool" or "p6p7" (see the module docstring).
         extra_from: "output" (P6 from the last output, torchvision's choice when the channels
             match) or "input" (from the last backbone level, the RetinaNet paper's C5).
-        norm: BatchNorm after each conv (torchvision's fasterrcnn_resnet50_fpn_v2).
+        norm: BatchNorm after each conv (true or "bn": torchvision's fasterrcnn_resnet50_fpn_v2),
+            GroupNorm ("gn": He et al.'s from-scratch recipe), or none (false).
 
     Outputs P<k> for each input level C<k>, then P<k+1>, P<k+2> for the extra levels.
     """
@@ -43,9 +50,11 @@ class FPN(FeatureExtractor):
         out_channels: int = 256,
         extra: str | None = "pool",
         extra_from: str = "output",
-        norm: bool = False,
+        norm: bool | str = False,
     ):
         super().__init__()
+        if norm not in NECK_NORMS:
+            raise ValueError(f"fpn norm must be false, true (or 'bn') or 'gn', got {norm!r}")
         self.in_levels = list(in_levels or in_shapes)
         missing = [lvl for lvl in self.in_levels if lvl not in in_shapes]
         if missing:
