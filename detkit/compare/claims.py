@@ -215,6 +215,12 @@ def _nms_split(results, preferred: str) -> str:
     return preferred if preferred in splits else splits[-1]
 
 
+def _acted_as_nms(row) -> str:
+    """Why an Adaptive-NMS row whose density raised under ``MIN_RAISED_SHARE`` of the thresholds is not tested."""
+    return (f"the predicted density raised the threshold of {100 * row['raised']:.1f}% of the kept boxes "
+            f"(< {100 * MIN_RAISED_SHARE:.0f}%): it acted as NMS")
+
+
 def _check_suppressor(name: str, split: str):
     def check(results):
         where = _nms_split(results, split)
@@ -229,9 +235,7 @@ def _check_suppressor(name: str, split: str):
         if "raised" in row:
             measured += f"; threshold raised for {100 * row['raised']:.1f}% of kept boxes"
             if row["raised"] < MIN_RAISED_SHARE:
-                share = f"{100 * row['raised']:.1f}%"
-                return measured, NOT_TESTED, (f"the predicted density raised the threshold of {share} of the kept "
-                                              f"boxes (< {100 * MIN_RAISED_SHARE:.0f}%): it acted as NMS")
+                return measured, NOT_TESTED, _acted_as_nms(row)
         verdict, why = verdict_better(delta, sigma)
         if verdict == REPRODUCED and delta < MIN_SUPPRESSOR_AP_GAIN and recall_gain < MIN_SUPPRESSOR_RECALL_GAIN:
             return measured, NOT_REPRODUCED, (f"too small to notice: {delta:+.3f} AP (> 2 sigma, {_n(2 * sigma)}) and "
@@ -262,8 +266,7 @@ def _check_adaptive(results):
     if "raised" in a:
         measured += f"; threshold raised for {100 * a['raised']:.1f}% of kept boxes"
         if a["raised"] < MIN_RAISED_SHARE:
-            return measured, NOT_TESTED, (f"the predicted density raised the threshold of {100 * a['raised']:.1f}% of "
-                                          f"the kept boxes (< {100 * MIN_RAISED_SHARE:.0f}%): it acted as NMS")
+            return measured, NOT_TESTED, _acted_as_nms(a)
     failed = []
     if oracle is None:
         failed.append("no oracle rows to measure it against (a study older than the oracle)")

@@ -205,13 +205,13 @@ def density_report(index: DatasetIndex, raw: Mapping[int, Mapping], iou_threshol
     crowded, lone = t > iou_threshold, t == 0
     pearson = float(torch.corrcoef(torch.stack([p, t]))[0, 1]) if len(p) > 1 and p.std() > 0 and t.std() > 0 else 0.0
 
-    def share(selected: torch.Tensor) -> float:
-        return float(selected.double().mean()) if len(selected) else 0.0
+    def mean(values: torch.Tensor) -> float:  # of densities, or of flags: a share
+        return float(values.double().mean()) if len(values) else 0.0
 
     return {"candidates": len(p), "pearson": pearson, "iou_threshold": iou_threshold,
-            "predicted_mean": share(p), "predicted_max": float(p.max()) if len(p) else 0.0, "true_mean": share(t),
-            "crowded": int(crowded.sum()), "crowded_predicted_above": share(p[crowded] > iou_threshold),
-            "lone": int(lone.sum()), "lone_predicted_below": share(p[lone] <= iou_threshold)}
+            "predicted_mean": mean(p), "predicted_max": float(p.max()) if len(p) else 0.0, "true_mean": mean(t),
+            "crowded": int(crowded.sum()), "crowded_predicted_above": mean(p[crowded] > iou_threshold),
+            "lone": int(lone.sum()), "lone_predicted_below": mean(p[lone] <= iou_threshold)}
 
 
 def diagnose(index: DatasetIndex, raw: Mapping[int, Mapping], kept: list[tuple[int, dict]],

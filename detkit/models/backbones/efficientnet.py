@@ -117,7 +117,11 @@ class EfficientNet(FrozenModules, FeatureExtractor):
         self.last = ends[levels[-1]][0]
         self.stage_names = ["stem", *(f"stage{i}" for i in range(1, self.last + 1))]
         for name, stage in zip(self.stage_names, stages):
-            setattr(self, name, _frozen_batchnorm(stage) if frozen_norm else _group_norm(stage) if norm == "gn" else stage)
+            if frozen_norm:
+                stage = _replace_batchnorm(stage, _frozen)
+            elif norm == "gn":
+                stage = _replace_batchnorm(stage, lambda bn: group_norm(bn.num_features))
+            setattr(self, name, stage)
         self.taps = {ends[lvl][0]: lvl for lvl in levels}  # stage index -> the level it emits
         # a level ends on an MBConv stack (stage 1 ends C1, not the stem), which knows its out_channels
         self.out_shapes = OrderedDict(
@@ -136,27 +140,20 @@ class EfficientNet(FrozenModules, FeatureExtractor):
         return out
 
 
-def _group_norm(module: nn.Module) -> nn.Module:
-    """``module`` with each BatchNorm2d (in place, recursively) replaced by a GroupNorm of its
-    channels (``group_norm``)."""
+def _replace_batchnorm(module: nn.Module, replacement) -> nn.Module:
+    """``module`` with each BatchNorm2d (in place, recursively) replaced by ``replacement(bn)``."""
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d):
-            setattr(module, name, group_norm(child.num_features))
+            setattr(module, name, replacement(child))
         else:
-            _group_norm(child)
+            _replace_batchnorm(child, replacement)
     return module
 
 
 @torch.no_grad()
-def _frozen_batchnorm(module: nn.Module) -> nn.Module:
-    """``module`` with each BatchNorm2d (in place, recursively) replaced by a FrozenBatchNorm2d
-    holding its running statistics, affine parameters and eps."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
-            for key in ("weight", "bias", "running_mean", "running_var"):
-                getattr(frozen, key).copy_(getattr(child, key))
-            setattr(module, name, frozen)
-        else:
-            _frozen_batchnorm(child)
-    return module
+def _frozen(bn: nn.BatchNorm2d) -> FrozenBatchNorm2d:
+    """A FrozenBatchNorm2d holding ``bn``'s running statistics, affine parameters and eps."""
+    frozen = FrozenBatchNorm2d(bn.num_features, eps=bn.eps)
+    for key in ("weight", "bias", "running_mean", "running_var"):
+        getattr(frozen, key).copy_(getattr(bn, key))
+    return frozen

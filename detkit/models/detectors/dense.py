@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from detkit.models.anchors import AnchorGenerator
 from detkit.models.backbones.base import FeatureExtractor, read_levels
 from detkit.models.coders import BoxCoder
-from detkit.models.heads.density_head import density_loss, density_targets
+from detkit.models.heads.density_head import checked_crowd_weight, density_loss, density_targets
 from detkit.models.matchers import IGNORED, Matcher
 from detkit.models.transform import DetectionTransform
 from detkit.models.postprocess import checked_cap, checked_postprocess, suppress, top_pairs
@@ -67,9 +67,8 @@ class DenseCriterion(nn.Module):
                  weights: Mapping[str, float] | None = None, density_same_class: bool = False,
                  density_crowd_weight: float = 1.0):
         super().__init__()
-        if not density_crowd_weight > 0:
-            raise ValueError(f"criterion.density_crowd_weight must be > 0, got {density_crowd_weight!r}")
-        self.density_same_class, self.density_crowd_weight = bool(density_same_class), float(density_crowd_weight)
+        self.density_same_class = bool(density_same_class)
+        self.density_crowd_weight = checked_crowd_weight(density_crowd_weight)
         if classification_loss not in CLASSIFICATION_LOSSES:
             raise ValueError(f"criterion.classification_loss must be one of {', '.join(CLASSIFICATION_LOSSES)}, "
                              f"got {classification_loss!r}")

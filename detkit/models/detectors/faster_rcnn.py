@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from detkit.models.backbones.base import FeatureExtractor
 from detkit.models.coders import BoxCoder
-from detkit.models.heads.density_head import density_loss, density_targets
+from detkit.models.heads.density_head import checked_crowd_weight, density_loss, density_targets
 from detkit.models.heads.roi_heads import RoIHeads, RoIOutput, RoISamples
 from detkit.models.heads.rpn import RPN, RPNOutput
 from detkit.models.matchers import BACKGROUND, IGNORED, BalancedSampler, Matcher
@@ -57,9 +57,8 @@ class FasterRCNNCriterion(nn.Module):
         density_crowd_weight: float = 1.0,
     ):
         super().__init__()
-        if not density_crowd_weight > 0:
-            raise ValueError(f"criterion.density_crowd_weight must be > 0, got {density_crowd_weight!r}")
-        self.density_same_class, self.density_crowd_weight = bool(density_same_class), float(density_crowd_weight)
+        self.density_same_class = bool(density_same_class)
+        self.density_crowd_weight = checked_crowd_weight(density_crowd_weight)
         self.rpn_matcher = Matcher(rpn_fg_iou, rpn_bg_iou, allow_low_quality=True)
         self.rpn_sampler = BalancedSampler(rpn_batch_per_image, rpn_positive_fraction)
         self.rpn_coder = BoxCoder((1.0, 1.0, 1.0, 1.0))

@@ -37,6 +37,13 @@ def density_targets(boxes: Tensor, labels: Tensor | None = None) -> Tensor:
 CROWDED = 0.5  # the density above which Adaptive-NMS (N_t = 0.5) raises a threshold
 
 
+def checked_crowd_weight(crowd_weight: float) -> float:
+    """``criterion.density_crowd_weight`` as a float, refused unless > 0."""
+    if not crowd_weight > 0:
+        raise ValueError(f"criterion.density_crowd_weight must be > 0, got {crowd_weight!r}")
+    return float(crowd_weight)
+
+
 def density_loss(predicted: Tensor, wanted: Tensor, crowd_weight: float = 1.0) -> Tensor:
     """Summed smooth-L1 (beta 1/9, Liu et al.) between predicted and target densities, each
     term of a crowded target (above ``CROWDED``) times ``crowd_weight``: with 1 the paper's
