@@ -132,3 +132,9 @@ class DefaultBoxes(nn.Module):
             centres, wh = centres.to(device), wh.to(device)
             boxes.append(torch.cat(((centres - 0.5 * wh) * scale, (centres + 0.5 * wh) * scale), dim=1))
         return boxes
+
+
+def flatten_anchors(x: Tensor, per_anchor: int) -> Tensor:
+    """(N, A * C, H, W) -> (N, H * W * A, C), the anchors' order (cell-major, then anchor)."""
+    n, _, h, w = x.shape
+    return x.view(n, -1, per_anchor, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, per_anchor)

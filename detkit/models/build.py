@@ -140,7 +140,7 @@ def default_anchor_sizes(levels: list[str], shapes: Mapping[str, ShapeSpec]) -> 
 def build_rpn(config: Mapping[str, Any] | None, shapes: Mapping[str, ShapeSpec], where: str = "model.rpn") -> RPN:
     """Keys: in_levels, anchor_sizes (per level; default ``default_anchor_sizes``),
     aspect_ratios (default 0.5, 1, 2), head_depth, head_norm, postprocess, density (true, or
-    ``{channels: 128}``: Adaptive-NMS's density subnet), and RPN's own arguments."""
+    ``{channels: 128, bins: 10}``: Adaptive-NMS's density subnet, ``DensitySubnet``), and RPN's own arguments."""
     config = dict(config or {})
     if "suppressor" in config:
         raise ValueError(f"{where}.suppressor is now {where}.postprocess (every suppressor is configured as "

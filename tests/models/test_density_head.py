@@ -1,7 +1,11 @@
 """Adaptive-NMS density targets: each ground-truth box's highest IoU with another one, by hand."""
 
+import math
+
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from detkit.models.heads.density_head import density_targets
 
@@ -174,3 +178,95 @@ def test_one_density_predictor_at_a_time_and_adaptive_nms_needs_one():
     losses = model([torch.rand(3, 96, 96)], [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}])
     losses["rpn_density"].backward(retain_graph=True)  # no object: a zero loss that still reaches every weight
     assert model.rpn.density.predict.weight.grad is not None
+
+
+# ------------------------------------------------------------------------------ binned densities (detkit's variant)
+
+def test_knot_targets_split_each_density_between_its_two_knots_by_nearness():
+    from detkit.models.heads.density_head import knot_targets
+
+    got = knot_targets(torch.tensor([0.63, 0.0, 1.0, 0.5]), 10)
+    expected = torch.zeros(4, 11)
+    expected[0, 6], expected[0, 7] = 0.7, 0.3  # 0.63 = 0.7 x 0.6 + 0.3 x 0.7
+    expected[1, 0] = 1.0  # a lone object: all on the knot 0
+    expected[2, 10] = 1.0  # twins: all on the knot 1
+    expected[3, 5] = 1.0
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=20), st.integers(2, 20))
+def test_the_knot_targets_mean_is_the_density_and_the_loss_is_least_there(densities, bins):
+    """Property: the target distribution sums to 1 and its mean is the density; the loss at the
+    logits of that distribution is its entropy, and no other logits do better (Gibbs)."""
+    from detkit.models.heads.density_head import density_loss, knot_targets
+
+    wanted = torch.tensor(densities, dtype=torch.float64)
+    target = knot_targets(wanted, bins)
+    knots = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+    assert torch.allclose(target.sum(1), torch.ones(len(wanted), dtype=torch.float64))
+    assert torch.allclose(target @ knots, wanted, atol=1e-9)
+    best = torch.log(target.clamp(min=1e-30))
+    entropy = -(target * best).sum()
+    assert float(density_loss(best, wanted)) == pytest.approx(float(entropy), abs=1e-6)
+    assert float(density_loss(torch.zeros_like(best), wanted)) >= float(entropy) - 1e-9
+
+
+def test_binned_loss_by_hand_and_its_crowd_weight():
+    from detkit.models.heads.density_head import density_loss
+
+    # 3 knots (0, 0.5, 1), equal logits: -log(1/3) whatever the target
+    assert float(density_loss(torch.zeros(2, 3), torch.tensor([0.25, 1.0]))) == pytest.approx(2 * math.log(3))
+    # the crowded target (0.75 > 0.5) weighs 3x
+    assert float(density_loss(torch.zeros(2, 3), torch.tensor([0.25, 0.75]), crowd_weight=3.0)) == pytest.approx(
+        4 * math.log(3))
+
+
+def test_a_binned_subnet_predicts_a_distribution_per_anchor_and_its_mean():
+    from detkit.models.heads.density_head import DensitySubnet
+
+    with pytest.raises(ValueError, match="density bins must be 0 .* or an integer >= 2, got 1"):
+        DensitySubnet(32, 9, bins=1)
+    subnet = DensitySubnet(32, 9, channels=16, bins=10)
+    assert subnet.predict.out_channels == 9 * 11 and subnet.predict.kernel_size == (5, 5)
+    sizes = [(12, 10), (6, 5)]
+    with torch.no_grad():
+        maps = subnet([torch.randn(2, 32, *s) for s in sizes], [torch.randn(2, 9, *s) for s in sizes],
+                      [torch.randn(2, 36, *s) for s in sizes])
+        densities, logits = subnet.flatten(maps)
+    assert [tuple(m.shape) for m in maps] == [(2, 99, 12, 10), (2, 99, 6, 5)]
+    assert densities.shape == (2, 9 * (120 + 30)) and logits.shape == (2, 9 * 150, 11)
+    # anchor (cell (y, x) = (3, 4) of level 0, anchor a = 2): its 11 logits are channels 22..32
+    row = (3 * 10 + 4) * 9 + 2
+    assert torch.equal(logits[1, row], maps[0][1, 22:33, 3, 4])
+    expected = (torch.softmax(maps[0][1, 22:33, 3, 4], 0) * torch.linspace(0, 1, 11)).sum()
+    assert float(densities[1, row]) == pytest.approx(float(expected), abs=1e-6)
+
+
+def test_binned_densities_train_in_both_detectors():
+    """Faster R-CNN (RPN subnet) and RetinaNet (head subnet) with ``density: {bins: 10}``: the
+    cross-entropy loss is finite and reaches the subnet; at inference each detection carries a
+    density in [0, 1]."""
+    from detkit.models import build_model
+
+    retina = {"type": "retinanet", "num_classes": 3,
+              "backbone": {"type": "resnet", "depth": 18, "frozen_stages": -1, "norm": "bn",
+                           "out_levels": ["C3", "C4", "C5"]},
+              "neck": {"type": "fpn", "out_channels": 32, "extra": "p6p7"},
+              "head": {"depth": 1, "density": {"channels": 16, "bins": 10}}, "score_threshold": 0.0,
+              "transform": {"min_size": 96, "max_size": 96}, "postprocess": {"type": "adaptive_nms"}}
+    faster = {**TINY, "rpn": {**TINY["rpn"], "density": {"channels": 16, "bins": 10}}}
+    target = {"boxes": torch.tensor([[10.0, 10.0, 50.0, 60.0], [20.0, 10.0, 60.0, 60.0]]),
+              "labels": torch.tensor([1, 1])}
+    for config, key, subnet in ((faster, "rpn_density", lambda m: m.rpn.density),
+                                (retina, "density", lambda m: m.head.density)):
+        torch.manual_seed(0)
+        model = build_model(config).train()
+        losses = model([torch.rand(3, 96, 96)], [target])
+        assert torch.isfinite(losses[key]) and float(losses[key]) > 0
+        losses[key].backward()
+        assert subnet(model).predict.weight.grad.abs().sum() > 0
+        with torch.no_grad():
+            detection = model.eval()([torch.rand(3, 96, 96)])[0]
+        assert len(detection["densities"]) == len(detection["boxes"]) > 0
+        assert ((detection["densities"] >= 0) & (detection["densities"] <= 1)).all()

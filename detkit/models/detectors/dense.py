@@ -48,7 +48,8 @@ class DenseCriterion(nn.Module):
     al.'s Table 1a: best at alpha 0.75); ``alpha=None`` removes the balancing.
     "box_regression": L1 on the offsets (RetinaNet), smooth-L1, or GIoU on the decoded boxes
     (torchvision's v2), over the foreground, same normalisation. "density": smooth-L1 towards
-    the matched object's density, when the head predicts densities.
+    the matched object's density, when the head predicts densities (cross-entropy over the
+    knots when its density subnet has bins: ``density_loss``).
 
     Args:
         fg_iou, bg_iou: matching thresholds (0.5 / 0.4).
@@ -118,8 +119,8 @@ class DenseCriterion(nn.Module):
             if "densities" in outputs:
                 truth = density_targets(gt_boxes, gt_labels if self.density_same_class else None)
                 wanted = truth[matched[foreground]] if gt_boxes.numel() else gt_boxes.new_zeros(0)
-                density.append(density_loss(per_image["densities"][i][foreground], wanted,
-                                            self.density_crowd_weight) / n_fg)
+                predicted = per_image["density_logits" if "density_logits" in outputs else "densities"][i]
+                density.append(density_loss(predicted[foreground], wanted, self.density_crowd_weight) / n_fg)
         losses = {"classification": sum(classification) / len(targets),
                   "box_regression": sum(regression) / max(1, len(targets))}
         if density:

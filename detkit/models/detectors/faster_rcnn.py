@@ -33,7 +33,8 @@ class FasterRCNNCriterion(nn.Module):
     each object's best anchors foreground), 256 sampled per image at up to 1:1; objectness
     by binary cross-entropy, offsets of the foreground by smooth-L1 (beta 1/9), both over
     the sampled anchors; with the RPN's density subnet, each sampled foreground anchor's
-    density towards its object's (smooth-L1, beta 1/9, averaged over them; Liu et al.).
+    density towards its object's (smooth-L1, beta 1/9, averaged over them; Liu et al.; a
+    binned subnet: cross-entropy over its knots, ``density_loss``).
     RoI head: cross-entropy over the sampled RoIs, smooth-L1 (beta 1/9) on the true class's
     offsets of the foreground RoIs, divided by all sampled RoIs; the density head's smooth-L1
     on foreground RoIs. These are torchvision's definitions (the densities aside).
@@ -109,7 +110,8 @@ class FasterRCNNCriterion(nn.Module):
         }
         if rpn.densities is not None:
             wanted = torch.cat(densities)[positive]
-            losses["rpn_density"] = density_loss(rpn.densities.flatten()[positive], wanted,
+            predicted = rpn.densities.flatten() if rpn.density_logits is None else rpn.density_logits.flatten(0, 1)
+            losses["rpn_density"] = density_loss(predicted[positive], wanted,
                                                  self.density_crowd_weight) / max(1, positive.numel())
         return losses
 

@@ -21,6 +21,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from detkit.models.anchors import flatten_anchors
 from detkit.models.heads.density_head import DensitySubnet
 
 PRIOR_PROBABILITY = 0.01  # Lin et al.: the initial foreground probability of every anchor
@@ -28,12 +29,6 @@ PRIOR_PROBABILITY = 0.01  # Lin et al.: the initial foreground probability of ev
 
 def prior_bias(probability: float = PRIOR_PROBABILITY) -> float:
     return -math.log((1 - probability) / probability)
-
-
-def flatten_anchors(x: Tensor, per_anchor: int) -> Tensor:
-    """(N, A * C, H, W) -> (N, H * W * A, C), the anchors' order (cell-major, then anchor)."""
-    n, _, h, w = x.shape
-    return x.view(n, -1, per_anchor, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, per_anchor)
 
 
 class RetinaSubnet(nn.Module):
@@ -71,7 +66,7 @@ class RetinaHead(nn.Module):
         depth: convs per subnet (4).
         norm: GroupNorm in the subnets (torchvision's retinanet_resnet50_fpn_v2).
         density: add Adaptive-NMS's density subnet (``DensitySubnet`` on the class logits and
-            offsets): true, or its arguments (``{channels: 128}``).
+            offsets): true, or its arguments (``{channels: 128, bins: 10}``).
     """
 
     def __init__(self, channels: int, num_anchors: int, num_classes: int, depth: int = 4, norm: bool = False,
@@ -94,8 +89,9 @@ class RetinaHead(nn.Module):
             "deltas": torch.cat([flatten_anchors(x, 4) for x in deltas], 1),
         }
         if self.density is not None:
-            maps = self.density(features, logits, deltas)  # (N, A, H, W) per level
-            out["densities"] = torch.cat([flatten_anchors(d, 1) for d in maps], 1).squeeze(2)
+            out["densities"], density_logits = self.density.flatten(self.density(features, logits, deltas))
+            if density_logits is not None:  # a binned subnet: (N, T, B + 1), what its loss needs
+                out["density_logits"] = density_logits
         return out
 
 

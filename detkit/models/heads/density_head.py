@@ -9,7 +9,12 @@ each detection lets ``adaptive_nms`` raise the suppression threshold inside crow
   reduces each level's features, the objectness and box-offset maps are concatenated to them,
   and a 5x5 conv predicts one density per anchor; a positive anchor's target is the density of
   the object it matched (smooth-L1). Each proposal carries its anchor's density through the
-  proposals' top-k and suppression, the RoI head and the final suppression.
+  proposals' top-k and suppression, the RoI head and the final suppression. With ``bins``
+  (detkit's variant) it predicts a distribution over the densities 0, 1/B, ..., 1 instead,
+  trained by cross-entropy towards the two knots around the target (weights by proximity, as
+  GFL's distribution focal loss, Li et al. 2020, without the focal term); its density is the
+  distribution's mean. A classifier does not settle on the targets' mean the way a regression
+  does when they are bimodal (lone objects at 0, crowds around 0.6).
 - ``DensityHead``: from each RoI's box-head vector, trained towards the density of the ground
   truth the RoI matched (detkit's earlier predictor, kept as the measured alternative).
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from detkit.models.anchors import flatten_anchors
 from detkit.ops import box_iou, smooth_l1_loss
 
 
@@ -45,14 +51,34 @@ def checked_crowd_weight(crowd_weight: float) -> float:
 
 
 def density_loss(predicted: Tensor, wanted: Tensor, crowd_weight: float = 1.0) -> Tensor:
-    """Summed smooth-L1 (beta 1/9, Liu et al.) between predicted and target densities, each
-    term of a crowded target (above ``CROWDED``) times ``crowd_weight``: with 1 the paper's
-    loss; above 1 the rarer crowded targets pull harder, so the predictions do not settle
-    near the mean below N_t (detkit's variant, measured in the nms suite)."""
-    loss = smooth_l1_loss(predicted, wanted, beta=1 / 9)
+    """Summed loss between predicted and target densities (Tensor[M]), each term of a crowded
+    target (above ``CROWDED``) times ``crowd_weight``: with 1 the paper's loss; above 1 the
+    rarer crowded targets pull harder, so the predictions do not settle near the mean below
+    N_t (detkit's variant, measured in the nms suite).
+
+    ``predicted``: Tensor[M] of densities (smooth-L1, beta 1/9, Liu et al.), or Tensor[M, B + 1]
+    of logits over the knots 0, 1/B, ..., 1 (a ``DensitySubnet`` with bins: cross-entropy
+    towards the two knots around each target, ``knot_targets``)."""
+    if predicted.dim() == 2:
+        loss = -(knot_targets(wanted, predicted.shape[1] - 1) * torch.log_softmax(predicted, dim=1)).sum(dim=1)
+    else:
+        loss = smooth_l1_loss(predicted, wanted, beta=1 / 9)
     if crowd_weight != 1.0:
         loss = loss * torch.where(wanted > CROWDED, crowd_weight, 1.0)
     return loss.sum()
+
+
+def knot_targets(wanted: Tensor, bins: int) -> Tensor:
+    """Tensor[M] of densities in [0, 1] -> Tensor[M, bins + 1]: each density split between the
+    two knots k/bins around it, each weighted by its nearness (a knot itself: one-hot), so
+    the distribution's mean is the density."""
+    x = wanted.clamp(0, 1) * bins
+    low = x.floor().clamp(max=bins - 1)
+    high_weight = x - low
+    out = wanted.new_zeros(len(wanted), bins + 1)
+    out.scatter_(1, low.long()[:, None], (1 - high_weight)[:, None])
+    out.scatter_add_(1, low.long()[:, None] + 1, high_weight[:, None])
+    return out
 
 
 class DensitySubnet(nn.Module):
@@ -65,27 +91,50 @@ class DensitySubnet(nn.Module):
     logits (S = K), the paper's design carried over: the subnet sees what the detector scored
     and where it placed each anchor's box.
 
+    With ``bins`` = B, the 5x5 conv predicts A * (B + 1) logits instead: per anchor a
+    distribution over the densities 0, 1/B, ..., 1, whose mean is the density (detkit's
+    variant; ``density_loss`` trains it).
+
     Args:
         in_channels: C, the channels of every level.
         num_anchors: A, anchors per cell.
         channels: the reduced width (the paper does not state it; 128 by default).
         scores_per_anchor: S (1 beside the RPN, K beside a one-stage head).
+        bins: 0 for the paper's one sigmoid density per anchor; B >= 2 for a distribution over
+            B + 1 knots.
     """
 
-    def __init__(self, in_channels: int, num_anchors: int, channels: int = 128, scores_per_anchor: int = 1):
+    def __init__(self, in_channels: int, num_anchors: int, channels: int = 128, scores_per_anchor: int = 1,
+                 bins: int = 0):
         super().__init__()
+        if bins != 0 and not (isinstance(bins, int) and bins >= 2):
+            raise ValueError(f"density bins must be 0 (one sigmoid density per anchor) or an integer >= 2, got {bins!r}")
+        self.bins = bins
+        self.values = bins + 1 if bins else 1  # outputs per anchor
         self.reduce = nn.Conv2d(in_channels, channels, 1)
-        self.predict = nn.Conv2d(channels + (scores_per_anchor + 4) * num_anchors, num_anchors, 5, padding=2)
+        self.predict = nn.Conv2d(channels + (scores_per_anchor + 4) * num_anchors, num_anchors * self.values, 5,
+                                 padding=2)
         for layer in (self.reduce, self.predict):
             nn.init.normal_(layer.weight, std=0.01)
             nn.init.constant_(layer.bias, 0)
+        self.register_buffer("knots", torch.linspace(0, 1, self.values) if bins else torch.zeros(0), persistent=False)
 
     def forward(self, features: list[Tensor], objectness: list[Tensor], deltas: list[Tensor]) -> list[Tensor]:
+        """Per level (N, A * V, H, W): densities (V = 1, sigmoid) or logits over the knots (V = B + 1)."""
         out = []
         for feature, logits, offsets in zip(features, objectness, deltas):
             x = torch.cat([torch.relu(self.reduce(feature)), logits, offsets], dim=1)  # (N, channels + (S+4)A, H, W)
-            out.append(torch.sigmoid(self.predict(x)))  # (N, A, H, W)
+            y = self.predict(x)
+            out.append(y if self.bins else torch.sigmoid(y))
         return out
+
+    def flatten(self, maps: list[Tensor]) -> tuple[Tensor, Tensor | None]:
+        """``forward``'s maps -> (densities Tensor[N, T], logits Tensor[N, T, B + 1] or None
+        without bins), T the anchors of all levels in the anchors' order."""
+        values = torch.cat([flatten_anchors(m, self.values) for m in maps], dim=1)
+        if not self.bins:
+            return values.squeeze(2), None
+        return torch.softmax(values, dim=2) @ self.knots, values
 
 
 class DensityHead(nn.Module):

@@ -76,6 +76,7 @@ class RPNOutput:
     anchors (Tensor[T, 4]): the anchors (the same for every image of the batch).
     anchor_index: per image, Tensor[P]: the anchor (row of ``anchors``) each proposal came from.
     densities (Tensor[N, T] or None): every anchor's predicted crowd density (density subnet).
+    density_logits (Tensor[N, T, B + 1] or None): with a binned density subnet, its logits.
     """
 
     proposals: list[Tensor]
@@ -85,6 +86,7 @@ class RPNOutput:
     anchors: Tensor
     anchor_index: list[Tensor]
     densities: Tensor | None = None
+    density_logits: Tensor | None = None
 
     def proposal_densities(self) -> list[Tensor] | None:
         """Per image, each proposal's density: its anchor's (None without a density subnet)."""
@@ -157,19 +159,18 @@ class RPN(nn.Module):
     def forward(self, batch: ImageBatch, features: Mapping[str, Tensor]) -> RPNOutput:
         maps = [features[lvl] for lvl in self.in_levels]
         logits, deltas = self.head(maps)
-        density_maps = self.density(maps, logits, deltas) if self.density is not None else None
+        densities = density_logits = None
+        if self.density is not None:
+            densities, density_logits = self.density.flatten(self.density(maps, logits, deltas))
         per_level = [int(lg[0].numel()) for lg in logits]  # H * W * A of each level
         anchors = torch.cat(
             self.anchors(batch.tensors.shape[-2:], [m.shape[-2:] for m in maps], maps[0].dtype, maps[0].device)
         )
-        densities = None
-        if density_maps is not None:  # (N, A, H, W) per level -> (N, T), in the anchors' order
-            densities = torch.cat([d.permute(0, 2, 3, 1).reshape(d.shape[0], -1) for d in density_maps], dim=1)
         objectness, deltas = flatten_levels(logits, deltas)
         n = objectness.shape[0]
         proposals = self.coder.decode(deltas.detach().reshape(-1, 4), anchors.repeat(n, 1)).view(n, -1, 4)
         boxes, scores, anchor_index = self.select(proposals, objectness.detach(), per_level, batch.image_sizes)
-        return RPNOutput(boxes, scores, objectness, deltas, anchors, anchor_index, densities)
+        return RPNOutput(boxes, scores, objectness, deltas, anchors, anchor_index, densities, density_logits)
 
     def select(self, proposals: Tensor, objectness: Tensor, per_level: list[int], image_sizes
                ) -> tuple[list, list, list]:

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from detkit.models.heads.dense_heads import flatten_anchors
+from detkit.models.anchors import flatten_anchors
 
 
 def _convs(channels: Sequence[int], outputs: Sequence[int]) -> nn.ModuleList:

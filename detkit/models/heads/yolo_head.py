@@ -10,8 +10,9 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
+from detkit.models.anchors import flatten_anchors
 from detkit.models.backbones.darknet import conv_bn_leaky
-from detkit.models.heads.dense_heads import flatten_anchors, prior_bias
+from detkit.models.heads.dense_heads import prior_bias
 
 
 class YOLOHead(nn.Module):
