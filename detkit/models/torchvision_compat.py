@@ -175,6 +175,11 @@ def from_torchvision(name: str, state_dict: Mapping[str, Tensor]) -> nn.Module:
     return model
 
 
+def detkit_key(name: str, key: str) -> str:
+    """The detkit name of torchvision's state-dict (or parameter) key ``key`` of builder ``name``."""
+    return _rename(key, _rules(name))
+
+
 def to_torchvision(model: nn.Module, name: str) -> dict[str, Tensor]:
     """``model``'s state dict in torchvision's names (for ``torchvision...<name>().load_state_dict``)."""
     rules = _rules(name)

@@ -1,5 +1,6 @@
 """GroupNorm variants (issue 17, He et al.'s recipe for training from scratch): ResNet and
-EfficientNet backbones and the FPN build with GroupNorm, train a step, and save and load."""
+EfficientNet backbones, the FPN and BiFPN necks, the RPN's and EfficientDet's heads build with
+GroupNorm, train a step, and save and load."""
 
 import io
 
@@ -13,7 +14,7 @@ GN_FASTER_RCNN = {
     "type": "faster_rcnn", "num_classes": 3,
     "backbone": {"type": "resnet", "depth": 18, "frozen_stages": -1, "norm": "gn"},
     "neck": {"type": "fpn", "out_channels": 32, "norm": "gn"},
-    "rpn": {"pre_nms_top_n": [200, 100], "post_nms_top_n": [100, 50]},
+    "rpn": {"pre_nms_top_n": [200, 100], "post_nms_top_n": [100, 50], "head_norm": "gn"},
     "roi_heads": {"box_head": {"type": "two_mlp", "representation": 64}, "batch_per_image": 32},
     "transform": {"min_size": 96, "max_size": 96},
 }
@@ -25,17 +26,25 @@ GN_RETINANET = {
     "head": {"depth": 1},
     "transform": {"min_size": 96, "max_size": 96},
 }
+GN_EFFICIENTDET = {
+    "type": "efficientdet", "scale": "d0", "num_classes": 3,
+    "backbone": {"frozen_stages": -1, "norm": "gn"}, "neck": {"norm": "gn", "repeats": 1},
+    "head": {"norm": "gn", "depth": 1, "density": True},
+    "transform": {"min_size": 128, "max_size": 128},
+}
 TARGETS = [{"boxes": torch.tensor([[10.0, 12.0, 50.0, 60.0], [40.0, 30.0, 90.0, 80.0]]), "labels": torch.tensor([0, 2])}]
 
 
-@pytest.mark.parametrize("config", [GN_FASTER_RCNN, GN_RETINANET], ids=["resnet-fpn", "efficientnet-fpn"])
+@pytest.mark.parametrize("config", [GN_FASTER_RCNN, GN_RETINANET, GN_EFFICIENTDET],
+                         ids=["resnet-fpn-rpn", "efficientnet-fpn", "efficientnet-bifpn-head"])
 def test_group_norm_variants_build_train_a_step_and_round_trip(config):
     torch.manual_seed(0)
     model = build_model(config)
     norms = [m for m in model.modules() if isinstance(m, (nn.GroupNorm, nn.BatchNorm2d))]
     assert norms and all(isinstance(m, nn.GroupNorm) for m in norms)  # no BatchNorm left anywhere
     assert all(m.num_channels % m.num_groups == 0 and m.num_groups <= 32 for m in norms)
-    images = [torch.rand(3, 96, 96)]
+    size = config["transform"]["min_size"]
+    images = [torch.rand(3, size, size)]
     losses = model.train()(images, TARGETS)
     total = sum(losses.values())
     assert torch.isfinite(total)
@@ -71,3 +80,9 @@ def test_group_norm_refuses_pretrained_weights_and_unknown_norms():
         ResNet(18, norm="ln")
     with pytest.raises(ValueError, match=r"fpn norm must be false, true \(or 'bn'\) or 'gn', got 'ln'"):
         FPN(ResNet(18, norm="gn").out_shapes, norm="ln")
+    with pytest.raises(ValueError, match=r"bifpn norm must be false, true \(or 'bn'\) or 'gn', got 'ln'"):
+        build_model({**GN_EFFICIENTDET, "neck": {"norm": "ln"}})
+    with pytest.raises(ValueError, match=r"rpn head_norm must be false, true \(or 'bn'\) or 'gn', got 'ln'"):
+        build_model({**GN_FASTER_RCNN, "rpn": {"head_norm": "ln"}})
+    with pytest.raises(ValueError, match=r"efficientdet head norm must be 'bn' or 'gn', got 'ln'"):
+        build_model({**GN_EFFICIENTDET, "head": {"norm": "ln"}})

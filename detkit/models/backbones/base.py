@@ -107,6 +107,22 @@ def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(GN_GROUPS, channels), channels)
 
 
+LAYER_NORMS = (False, True, "bn", "gn")  # of a neck's or head's convs: none, BatchNorm (true or "bn"), GroupNorm
+
+
+def checked_layer_norm(norm: bool | str, where: str) -> bool | str:
+    """A neck's or head's ``norm`` (false, true or "bn", "gn"), refused with ``where`` otherwise."""
+    if norm not in LAYER_NORMS:
+        raise ValueError(f"{where} must be false, true (or 'bn') or 'gn', got {norm!r}")
+    return norm
+
+
+def layer_norm(norm: bool | str, channels: int, **batch_norm) -> nn.Module:
+    """The normalisation after a neck's or head's conv (``norm`` true: ``checked_layer_norm``):
+    GroupNorm for "gn", else BatchNorm with ``batch_norm``'s arguments (eps, momentum)."""
+    return group_norm(channels) if norm == "gn" else nn.BatchNorm2d(channels, **batch_norm)
+
+
 def norm_layer(name: str) -> Callable[[int], nn.Module]:
     """The normalisation of a backbone: "frozen_bn" (fixed statistics and affine, the usual
     choice with pretrained weights and small batches), "bn" (trainable BatchNorm) or "gn"

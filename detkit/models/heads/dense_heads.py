@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from detkit.models.anchors import flatten_anchors
+from detkit.models.backbones.base import layer_norm
 from detkit.models.heads.density_head import DensitySubnet
 
 PRIOR_PROBABILITY = 0.01  # Lin et al.: the initial foreground probability of every anchor
@@ -104,14 +105,17 @@ class SeparableConv(nn.Sequential):
 
 
 class EfficientDetSubnet(nn.Module):
-    """``depth`` separable convs shared across levels, each followed by a per-level BatchNorm and
-    swish, then a separable output conv."""
+    """``depth`` separable convs shared across levels, each followed by a per-level BatchNorm
+    (EfficientDet's eps 1e-3, momentum 0.01) or GroupNorm (``norm`` "gn") and swish, then a
+    separable output conv."""
 
-    def __init__(self, channels: int, outputs: int, depth: int, levels: int, bias: float = 0.0):
+    def __init__(self, channels: int, outputs: int, depth: int, levels: int, bias: float = 0.0,
+                 norm: str = "bn"):
         super().__init__()
         self.convs = nn.ModuleList(SeparableConv(channels, channels, bias=False) for _ in range(depth))
         self.norms = nn.ModuleList(
-            nn.ModuleList(nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01) for _ in range(depth)) for _ in range(levels)
+            nn.ModuleList(layer_norm(norm, channels, eps=1e-3, momentum=0.01) for _ in range(depth))
+            for _ in range(levels)
         )
         self.out = SeparableConv(channels, outputs)
         nn.init.constant_(self.out[1].bias, bias)
@@ -126,16 +130,20 @@ class EfficientDetHead(nn.Module):
     """Args:
         channels: the BiFPN width; num_anchors: A; num_classes: K; depth: convs per subnet
         (3 for D0..D2, 4 for D3..D5, 5 for D6..D7); levels: pyramid levels (5);
-        density: add the Adaptive-NMS density subnet.
+        density: add the Adaptive-NMS density subnet;
+        norm: "bn" (EfficientDet's per-level BatchNorm) or "gn" (GroupNorm, for training from scratch).
     """
 
     def __init__(self, channels: int, num_anchors: int, num_classes: int, depth: int = 3, levels: int = 5,
-                 density: bool = False):
+                 density: bool = False, norm: str = "bn"):
         super().__init__()
+        if norm not in ("bn", "gn"):
+            raise ValueError(f"efficientdet head norm must be 'bn' or 'gn', got {norm!r}")
         self.num_classes = num_classes
-        self.classification = EfficientDetSubnet(channels, num_anchors * num_classes, depth, levels, prior_bias())
-        self.regression = EfficientDetSubnet(channels, num_anchors * 4, depth, levels)
-        self.density = EfficientDetSubnet(channels, num_anchors, depth, levels) if density else None
+        self.classification = EfficientDetSubnet(channels, num_anchors * num_classes, depth, levels, prior_bias(),
+                                                 norm)
+        self.regression = EfficientDetSubnet(channels, num_anchors * 4, depth, levels, norm=norm)
+        self.density = EfficientDetSubnet(channels, num_anchors, depth, levels, norm=norm) if density else None
 
     def forward(self, features: list[Tensor]) -> dict[str, Tensor]:
         out = {

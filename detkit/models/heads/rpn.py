@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from detkit.models.anchors import AnchorGenerator
+from detkit.models.backbones.base import checked_layer_norm, layer_norm
 from detkit.models.coders import BoxCoder
 from detkit.models.heads.density_head import DensitySubnet
 from detkit.models.postprocess import checked_postprocess
@@ -35,16 +36,17 @@ class RPNHead(nn.Module):
         in_channels: channels of every input level.
         num_anchors: A, anchors per cell.
         depth: 3x3 convs before the two 1x1 convs (torchvision's v2 model uses 2).
-        norm: BatchNorm after each 3x3 conv.
+        norm: BatchNorm after each 3x3 conv (true or "bn"), GroupNorm ("gn"), or none (false).
     """
 
-    def __init__(self, in_channels: int, num_anchors: int, depth: int = 1, norm: bool = False):
+    def __init__(self, in_channels: int, num_anchors: int, depth: int = 1, norm: bool | str = False):
         super().__init__()
+        checked_layer_norm(norm, "rpn head_norm")
         self.conv = nn.Sequential(
             *(
                 nn.Sequential(
                     nn.Conv2d(in_channels, in_channels, 3, padding=1, bias=not norm),
-                    *([nn.BatchNorm2d(in_channels)] if norm else []),
+                    *([layer_norm(norm, in_channels)] if norm else []),
                     nn.ReLU(inplace=True),
                 )
                 for _ in range(depth)

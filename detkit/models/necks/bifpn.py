@@ -35,13 +35,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detkit.models.backbones.base import FeatureExtractor, ShapeSpec, level_name
+from detkit.models.backbones.base import FeatureExtractor, ShapeSpec, checked_layer_norm, layer_norm, level_name
 
 ATTENTIONS = ("fast", "softmax", "sum")
 
 
-def _batchnorm(channels: int) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)  # EfficientDet's (TF decay 0.99)
+def _norm(norm: bool | str, channels: int) -> nn.Module:
+    """GroupNorm ("gn") or EfficientDet's BatchNorm (eps 1e-3, momentum 0.01: TF's decay 0.99)."""
+    return layer_norm(norm, channels, eps=1e-3, momentum=0.01)
 
 
 def _upsample(x: Tensor, size: torch.Size) -> Tensor:
@@ -88,14 +89,14 @@ class Fusion(nn.Module):
 class FusionNode(nn.Module):
     """One BiFPN node: fuse its inputs, SiLU, depthwise-separable 3x3 conv (+ BN)."""
 
-    def __init__(self, width: int, n_inputs: int, attention: str, norm: bool):
+    def __init__(self, width: int, n_inputs: int, attention: str, norm: bool | str):
         super().__init__()
         self.fusion = Fusion(n_inputs, attention)
         self.conv = nn.Sequential(
             nn.SiLU(),
             nn.Conv2d(width, width, 3, padding=1, groups=width, bias=False),  # depthwise
             nn.Conv2d(width, width, 1, bias=not norm),  # pointwise
-            *([_batchnorm(width)] if norm else []),
+            *([_norm(norm, width)] if norm else []),
         )
 
     def forward(self, xs: Sequence[Tensor]) -> Tensor:
@@ -105,7 +106,7 @@ class FusionNode(nn.Module):
 class BiFPNLayer(nn.Module):
     """One top-down + bottom-up pass over ``n_levels`` maps of ``width`` channels, finest first."""
 
-    def __init__(self, width: int, n_levels: int, attention: str, norm: bool):
+    def __init__(self, width: int, n_levels: int, attention: str, norm: bool | str):
         super().__init__()
         # top_down[i]: P_td at level i (0 = finest), for all but the coarsest level;
         # bottom_up[i - 1]: P_out at level i, for all but the finest (P_out = P_td there).
@@ -133,7 +134,8 @@ class BiFPN(FeatureExtractor):
         repeats: number of stacked BiFPN layers (fpn_cell_repeats).
         levels: number of output levels; those above the backbone's are made by pooling
             (default 5: P3..P7 on C3..C5).
-        norm: BatchNorm after every conv (the convs then have no bias).
+        norm: BatchNorm after every conv (true or "bn"; the convs then have no bias), GroupNorm
+            ("gn": He et al.'s from-scratch recipe), or none (false).
         attention: "fast", "softmax" or "sum" fusion.
 
     See ``detkit.models.detectors.efficientdet.EFFICIENTDET_SCALING`` for the arguments of D0..D7.
@@ -147,10 +149,11 @@ class BiFPN(FeatureExtractor):
         width: int = 64,
         repeats: int = 3,
         levels: int = 5,
-        norm: bool = True,
+        norm: bool | str = True,
         attention: str = "fast",
     ):
         super().__init__()
+        checked_layer_norm(norm, "bifpn norm")
         self.in_levels = list(in_levels or in_shapes)
         missing = [lvl for lvl in self.in_levels if lvl not in in_shapes]
         if missing:
@@ -186,9 +189,9 @@ class BiFPN(FeatureExtractor):
         return OrderedDict(zip(self.out_shapes, self.layers(xs)))
 
 
-def _project(in_channels: int, width: int, norm: bool) -> nn.Module:
+def _project(in_channels: int, width: int, norm: bool | str) -> nn.Module:
     """1x1 conv (+ BN) to ``width`` channels, or nothing when the channels already match."""
     if in_channels == width:
         return nn.Identity()
     conv = nn.Conv2d(in_channels, width, 1, bias=not norm)
-    return nn.Sequential(conv, _batchnorm(width)) if norm else nn.Sequential(conv)
+    return nn.Sequential(conv, _norm(norm, width)) if norm else nn.Sequential(conv)

@@ -14,10 +14,9 @@ from typing import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detkit.models.backbones.base import FeatureExtractor, ShapeSpec, group_norm, level_name
+from detkit.models.backbones.base import FeatureExtractor, ShapeSpec, checked_layer_norm, layer_norm, level_name
 
 
-NECK_NORMS = (False, True, "bn", "gn")  # none, BatchNorm (true or "bn"), GroupNorm
 
 
 def _conv(in_channels: int, out_channels: int, kernel: int, norm: bool | str, stride: int = 1) -> nn.Module:
@@ -26,7 +25,7 @@ def _conv(in_channels: int, out_channels: int, kernel: int, norm: bool | str, st
     conv = nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, bias=not norm)
     if not norm:
         return nn.Sequential(conv)
-    return nn.Sequential(conv, group_norm(out_channels) if norm == "gn" else nn.BatchNorm2d(out_channels))
+    return nn.Sequential(conv, layer_norm(norm, out_channels))
 
 
 class FPN(FeatureExtractor):
@@ -53,8 +52,7 @@ class FPN(FeatureExtractor):
         norm: bool | str = False,
     ):
         super().__init__()
-        if norm not in NECK_NORMS:
-            raise ValueError(f"fpn norm must be false, true (or 'bn') or 'gn', got {norm!r}")
+        checked_layer_norm(norm, "fpn norm")
         self.in_levels = list(in_levels or in_shapes)
         missing = [lvl for lvl in self.in_levels if lvl not in in_shapes]
         if missing:
