@@ -98,6 +98,16 @@ def data() -> None:
     """Datasets: make a synthetic one, convert, inspect, draw."""
 
 
+_set = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                    help="Override a config value, e.g. --set train.optimizer.lr=0.01 (repeatable; YAML values).")
+
+
+def _config(path: str, overrides) -> dict:
+    from detkit.config import load_config
+
+    return load_config(path, list(overrides))
+
+
 @data.command("synth")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write (created).")
 @click.option("--images", default=1000, show_default=True, help="Number of images.")
@@ -155,13 +165,22 @@ def data_convert(dataset, to, out, split, names, images, force):
 @_names
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the numbers as json.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Also write a PNG histogram of object sizes.")
+@click.option("--anchors", "anchors_config", type=click.Path(dir_okay=False),
+              help="A train config: how its model's anchors cover the boxes, and anchors fitted to them.")
+@_set
 @user_errors
-def data_stats(dataset, split, names, json_out, plot):
+def data_stats(dataset, split, names, json_out, plot, anchors_config, overrides):
     """Images, objects per class and object sizes (against COCO's small/medium/large) of DATASET.
 
     \b
     DATASET is a COCO json (or a folder with annotations.json), a YOLO data YAML (or an
     images/<split> folder), or a VOC folder; the format is told from the path.
+
+    \b
+    With --anchors CONFIG (Faster R-CNN, RetinaNet, EfficientDet): each object's best IoU with
+    the model's anchors at its input size, and anchors fitted to the boxes (ratios by k-means
+    on log h/w, sizes an octave per level from the base of best mean IoU), as --set options:
+      detkit data stats data/shapes/train --anchors configs/quickstart.yaml
     """
     from detkit.data import read_names
     from detkit.data.stats import format_stats, plot_sizes, stats_of
@@ -174,8 +193,20 @@ def data_stats(dataset, split, names, json_out, plot):
         click.echo(note + "\n")
     for stats in every:
         click.echo(format_stats(stats) + ("\n" if len(every) > 1 else ""))
+    anchors = None
+    if anchors_config:
+        from detkit.data import open_dataset
+        from detkit.data.anchor_fit import anchor_report, format_anchor_report
+
+        if len(every) > 1:
+            raise click.UsageError("--anchors fits one dataset: choose its split with --split")
+        model = _config(anchors_config, overrides).get("model") or {}
+        anchors = anchor_report(open_dataset(dataset, split=split, names=read_names(names)), model)
+        click.echo("\n" + format_anchor_report(anchors))
     if json_out:
         numbers = [{k: v for k, v in stats.items() if k != "side_px"} for stats in every]
+        if anchors is not None:
+            numbers[0]["anchors"] = anchors
         Path(json_out).write_text(json.dumps(numbers[0] if len(numbers) == 1 else numbers, indent=2))
     if plot:
         for stats in every:
@@ -208,16 +239,6 @@ def data_show(dataset, out, split, names, max_images):
 
 
 # ------------------------------------------------------------------------------ train / eval / predict
-
-_set = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                    help="Override a config value, e.g. --set train.optimizer.lr=0.01 (repeatable; YAML values).")
-
-
-def _config(path: str, overrides) -> dict:
-    from detkit.config import load_config
-
-    return load_config(path, list(overrides))
-
 
 @main.command("train")
 @click.argument("config", type=click.Path(dir_okay=False))
