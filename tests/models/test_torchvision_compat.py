@@ -151,3 +151,22 @@ def test_ssd_training_losses_agree():
     actual = model(images, [{"boxes": t["boxes"], "labels": t["labels"] - 1} for t in targets])
     assert actual["classification"].item() == pytest.approx(expected["classification"].item(), rel=1e-5)
     assert actual["box_regression"].item() == pytest.approx(expected["bbox_regression"].item(), rel=1e-5)
+
+
+def test_retinanet_trains_like_torchvisions():
+    """Training parity (tools/bench_train_parity.py, issue 17): from the same random weights on
+    the same batch, detkit's RetinaNet gives torchvision's loss terms and gradients (every
+    parameter's), so an optimizer step moves both alike."""
+    from tools.bench_train_parity import first_step, pair
+
+    theirs, ours = pair("retinanet", 3, 128, seed=0)
+    generator = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, 128, 128, generator=generator) for _ in range(2)]
+    targets = [{"boxes": torch.tensor([[10.0, 12.0, 60.0, 70.0], [50.0, 40.0, 120.0, 100.0]]),
+                "labels": torch.tensor([0, 2])},
+               {"boxes": torch.tensor([[5.0, 5.0, 30.0, 25.0]]), "labels": torch.tensor([1])}]
+    result = first_step(theirs, ours, "retinanet", images, targets, seed=0)
+    for name, value in result["torchvision"].items():
+        assert result["detkit"][name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+    assert result["gradients_compared"] > 150
+    assert result["gradient_max_relative_difference"] < 1e-4
