@@ -119,7 +119,6 @@ class DensitySubnet(nn.Module):
         for layer in (self.reduce, self.predict):
             nn.init.normal_(layer.weight, std=0.01)
             nn.init.constant_(layer.bias, 0)
-        self.register_buffer("knots", torch.linspace(0, 1, self.values) if bins else torch.zeros(0), persistent=False)
 
     def forward(self, features: list[Tensor], objectness: list[Tensor], deltas: list[Tensor]) -> list[Tensor]:
         """Per level (N, A * V, H, W): densities (V = 1, sigmoid) or logits over the knots (V = B + 1)."""
@@ -136,7 +135,8 @@ class DensitySubnet(nn.Module):
         values = torch.cat([flatten_anchors(m, self.values) for m in maps], dim=1)
         if not self.bins:
             return values.squeeze(2), None
-        return torch.softmax(values, dim=2) @ self.knots, values
+        knots = torch.linspace(0, 1, self.values, dtype=values.dtype, device=values.device)
+        return torch.softmax(values, dim=2) @ knots, values
 
 
 class DensityHead(nn.Module):
