@@ -173,7 +173,8 @@ def build_roi_heads(config: Mapping[str, Any] | None, shapes: Mapping[str, Shape
                     postprocess: Suppressor | None, where: str = "model.roi_heads",
                     densities_from_rpn: bool = False) -> RoIHeads:
     """Keys: in_levels, resolution (7), sampling_ratio (2), box_head ({type: two_mlp |
-    conv_fc, ...}), density_head (bool), and RoIHeads' own arguments."""
+    conv_fc, ...}), density_head (true, or ``{hidden: 256, bins: 10}``: ``DensityHead``), and
+    RoIHeads' own arguments."""
     config = dict(config or {})
     levels = config.pop("in_levels", None) or [lvl for lvl in shapes][:4]
     resolution = config.pop("resolution", 7)
@@ -184,10 +185,13 @@ def build_roi_heads(config: Mapping[str, Any] | None, shapes: Mapping[str, Shape
         box_head = _call(TwoMLPHead, head_arguments, f"{where}.box_head", in_features=channels * resolution**2)
     else:
         box_head = _call(ConvFCHead, head_arguments, f"{where}.box_head", in_channels=channels, resolution=resolution)
-    density = DensityHead(box_head.out_features) if config.pop("density_head", False) else None
+    density = config.pop("density_head", False)
+    if density:
+        density = _call(DensityHead, {} if density is True else density, f"{where}.density_head",
+                        in_features=box_head.out_features)
     predictor = FastRCNNPredictor(box_head.out_features, num_classes + 1)
     return _call(RoIHeads, config, where, roi_pool=pool, box_head=box_head, predictor=predictor,
-                 density_head=density, postprocess=postprocess, densities_from_rpn=densities_from_rpn)
+                 density_head=density or None, postprocess=postprocess, densities_from_rpn=densities_from_rpn)
 
 
 def _head_levels(levels: list[str] | None, shapes: Mapping[str, ShapeSpec], where: str) -> list[str]:

@@ -244,9 +244,9 @@ def test_a_binned_subnet_predicts_a_distribution_per_anchor_and_its_mean():
 
 
 def test_binned_densities_train_in_both_detectors():
-    """Faster R-CNN (RPN subnet) and RetinaNet (head subnet) with ``density: {bins: 10}``: the
-    cross-entropy loss is finite and reaches the subnet; at inference each detection carries a
-    density in [0, 1]."""
+    """Faster R-CNN (RPN subnet or RoI density head) and RetinaNet (head subnet) with
+    ``bins: 10``: the cross-entropy loss is finite and reaches the predictor; at inference each
+    detection carries a density in [0, 1]."""
     from detkit.models import build_model
 
     retina = {"type": "retinanet", "num_classes": 3,
@@ -256,17 +256,42 @@ def test_binned_densities_train_in_both_detectors():
               "head": {"depth": 1, "density": {"channels": 16, "bins": 10}}, "score_threshold": 0.0,
               "transform": {"min_size": 96, "max_size": 96}, "postprocess": {"type": "adaptive_nms"}}
     faster = {**TINY, "rpn": {**TINY["rpn"], "density": {"channels": 16, "bins": 10}}}
+    roi = {**TINY, "rpn": {**TINY["rpn"], "density": False},
+           "roi_heads": {**TINY["roi_heads"], "density_head": {"hidden": 16, "bins": 10}}}
     target = {"boxes": torch.tensor([[10.0, 10.0, 50.0, 60.0], [20.0, 10.0, 60.0, 60.0]]),
               "labels": torch.tensor([1, 1])}
-    for config, key, subnet in ((faster, "rpn_density", lambda m: m.rpn.density),
-                                (retina, "density", lambda m: m.head.density)):
+    for config, key, subnet in ((faster, "rpn_density", lambda m: m.rpn.density.predict),
+                                (roi, "density", lambda m: m.roi_heads.density_head.out),
+                                (retina, "density", lambda m: m.head.density.predict)):
         torch.manual_seed(0)
         model = build_model(config).train()
         losses = model([torch.rand(3, 96, 96)], [target])
         assert torch.isfinite(losses[key]) and float(losses[key].detach()) > 0
         losses[key].backward()
-        assert subnet(model).predict.weight.grad.abs().sum() > 0
+        assert subnet(model).weight.grad.abs().sum() > 0
         with torch.no_grad():
             detection = model.eval()([torch.rand(3, 96, 96)])[0]
         assert len(detection["densities"]) == len(detection["boxes"]) > 0
         assert ((detection["densities"] >= 0) & (detection["densities"] <= 1)).all()
+
+
+def test_the_roi_density_heads_bins_read_as_their_mean_and_train_by_cross_entropy():
+    """``DensityHead(bins=4)``: a RoI's density is the mean of its softmax over 0, .25, .., 1;
+    its loss is the cross-entropy towards the two knots around the target, by hand."""
+    from detkit.models.heads.density_head import DensityHead, density_loss
+
+    head = DensityHead(6, hidden=5, bins=4)
+    with pytest.raises(ValueError, match="got True"):
+        DensityHead(6, bins=True)
+    x = torch.randn(3, 6)
+    with torch.no_grad():
+        densities, logits = head(x)
+    assert logits.shape == (3, 5) and densities.shape == (3,)
+    p = torch.softmax(logits, 1)
+    assert torch.allclose(densities, p @ torch.tensor([0, 0.25, 0.5, 0.75, 1]))
+    # target 0.6 = 0.6 of knot 0.5 + 0.4 of knot 0.75
+    loss = density_loss(logits[:1], torch.tensor([0.6]))
+    assert float(loss) == pytest.approx(float(-(0.6 * p[0, 2].log() + 0.4 * p[0, 3].log())), rel=1e-5)
+    with torch.no_grad():
+        plain_densities, no_logits = DensityHead(6, hidden=5)(x)
+    assert no_logits is None and plain_densities.shape == (3,)

@@ -125,7 +125,8 @@ class FasterRCNNCriterion(nn.Module):
         losses = {"classifier": F.cross_entropy(roi.class_logits, labels), "box": box}
         if roi.densities is not None:
             densities = torch.cat(samples.densities)
-            losses["density"] = density_loss(roi.densities[foreground], densities[foreground],
+            predicted = roi.densities if roi.density_logits is None else roi.density_logits
+            losses["density"] = density_loss(predicted[foreground], densities[foreground],
                                              self.density_crowd_weight) / max(len(foreground), 1)
         return losses
 

@@ -83,6 +83,20 @@ def knot_targets(wanted: Tensor, bins: int) -> Tensor:
     return out
 
 
+def binned_density(logits: Tensor) -> Tensor:
+    """Tensor[..., B + 1] of logits over the knots 0, 1/B, ..., 1 -> Tensor[...]: the
+    distribution's mean."""
+    knots = torch.linspace(0, 1, logits.shape[-1], dtype=logits.dtype, device=logits.device)
+    return torch.softmax(logits, dim=-1) @ knots
+
+
+def checked_bins(bins) -> int:
+    """A density predictor's ``bins``: 0 (one sigmoid density) or an integer >= 2."""
+    if bins != 0 and not (isinstance(bins, int) and not isinstance(bins, bool) and bins >= 2):
+        raise ValueError(f"density bins must be 0 (one sigmoid density per anchor) or an integer >= 2, got {bins!r}")
+    return bins
+
+
 class DensitySubnet(nn.Module):
     """Liu et al.'s density subnet: per level, (N, C, H, W) features with the head's (N, A * S, H, W)
     scores and (N, 4A, H, W) offsets -> (N, A, H, W) densities in [0, 1].
@@ -109,9 +123,7 @@ class DensitySubnet(nn.Module):
     def __init__(self, in_channels: int, num_anchors: int, channels: int = 128, scores_per_anchor: int = 1,
                  bins: int = 0):
         super().__init__()
-        if bins != 0 and not (isinstance(bins, int) and bins >= 2):
-            raise ValueError(f"density bins must be 0 (one sigmoid density per anchor) or an integer >= 2, got {bins!r}")
-        self.bins = bins
+        self.bins = checked_bins(bins)
         self.values = bins + 1 if bins else 1  # outputs per anchor
         self.reduce = nn.Conv2d(in_channels, channels, 1)
         self.predict = nn.Conv2d(channels + (scores_per_anchor + 4) * num_anchors, num_anchors * self.values, 5,
@@ -135,19 +147,24 @@ class DensitySubnet(nn.Module):
         values = torch.cat([flatten_anchors(m, self.values) for m in maps], dim=1)
         if not self.bins:
             return values.squeeze(2), None
-        knots = torch.linspace(0, 1, self.values, dtype=values.dtype, device=values.device)
-        return torch.softmax(values, dim=2) @ knots, values
+        return binned_density(values), values
 
 
 class DensityHead(nn.Module):
-    """(R, D) -> (R,) densities in [0, 1]: a hidden layer, then a sigmoid output."""
+    """(R, D) box-head vectors -> (densities Tensor[R] in [0, 1], logits Tensor[R, B + 1] or
+    None): a hidden layer, then a sigmoid density, or with ``bins`` = B logits over the
+    knots 0, 1/B, ..., 1 read as their distribution's mean (as ``DensitySubnet``'s bins)."""
 
-    def __init__(self, in_features: int, hidden: int = 256):
+    def __init__(self, in_features: int, hidden: int = 256, bins: int = 0):
         super().__init__()
+        self.bins = checked_bins(bins)
         self.hidden = nn.Linear(in_features, hidden)
-        self.out = nn.Linear(hidden, 1)
+        self.out = nn.Linear(hidden, bins + 1 if bins else 1)
         nn.init.normal_(self.out.weight, std=0.01)
         nn.init.constant_(self.out.bias, 0)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.sigmoid(self.out(torch.relu(self.hidden(x)))).squeeze(1)
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        y = self.out(torch.relu(self.hidden(x)))
+        if self.bins:
+            return binned_density(y), y
+        return torch.sigmoid(y).squeeze(1), None

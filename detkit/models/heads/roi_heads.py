@@ -109,11 +109,13 @@ class RoISamples:
 
 @dataclass
 class RoIOutput:
-    """class_logits (Tensor[R, K]), box_regression (Tensor[R, 4K]), densities (Tensor[R] or None)."""
+    """class_logits (Tensor[R, K]), box_regression (Tensor[R, 4K]), densities (Tensor[R] or None),
+    density_logits (Tensor[R, B + 1] from a density head with bins, else None)."""
 
     class_logits: Tensor
     box_regression: Tensor
     densities: Tensor | None
+    density_logits: Tensor | None = None
 
 
 class RoIHeads(nn.Module):
@@ -179,8 +181,8 @@ class RoIHeads(nn.Module):
         pooled = self.roi_pool(features, proposals, image_sizes)
         x = self.box_head(pooled)
         logits, offsets = self.predictor(x)
-        densities = self.density_head(x) if self.density_head is not None else None
-        return RoIOutput(logits, offsets, densities)
+        densities, density_logits = self.density_head(x) if self.density_head is not None else (None, None)
+        return RoIOutput(logits, offsets, densities, density_logits)
 
     @torch.no_grad()
     def sample(self, proposals: list[Tensor], targets: list[dict]) -> RoISamples:
