@@ -49,7 +49,8 @@ setup(
         "tqdm>=4.64",
     ],
     extras_require={
-        "test": ["pytest>=7.4", "hypothesis>=6.80", "ensemble-boxes>=1.0.9"],
+        # tidecv: the peer of the error analysis (detkit.evaluation.errors), for its tests only
+        "test": ["pytest>=7.4", "hypothesis>=6.80", "ensemble-boxes>=1.0.9", "tidecv>=1.0.1"],
     },
     entry_points={"console_scripts": ["detkit=detkit.cli:main"]},
     classifiers=[

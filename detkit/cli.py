@@ -290,11 +290,16 @@ def train_command(config, overrides, out, resume):
 @click.option("--json", "json_out", type=click.Path(dir_okay=False),
               help="Also write AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl and per-class AP.")
 @click.option("--plots", type=click.Path(file_okay=False), help="Also write PR curves (pr_curves.png) here.")
+@click.option("--errors", is_flag=True,
+              help="Also say why it misses: TIDE's six errors with the AP each would add if fixed, per-class "
+                   "AP50, a confusion matrix, AP and recall by crowding and by size; with a model, each "
+                   "unmatched object as suppressed or never proposed. Into --json under 'errors'; with "
+                   "--plots, errors.png and confusion.png.")
 @click.option("--backend", default="auto", show_default=True,
               type=click.Choice(["auto", "pycocotools", "faster-coco-eval"]),
               help="Who computes: the same numbers; faster-coco-eval is faster on large files.")
 @user_errors
-def eval_(config, weights, overrides, postprocess, gt, predictions, json_out, plots, backend):
+def eval_(config, weights, overrides, postprocess, gt, predictions, json_out, plots, errors, backend):
     """COCO bbox evaluation: the 12 standard numbers and per-class AP.
 
     \b
@@ -302,7 +307,8 @@ def eval_(config, weights, overrides, postprocess, gt, predictions, json_out, pl
       detkit eval CONFIG --weights W        run the model on the config's data.val
       detkit eval --gt GT --predictions R   evaluate a results file, no model
     With a model, --postprocess (or --set model.postprocess.KEY=...) re-runs the
-    post-processing with another suppressor, without retraining.
+    post-processing with another suppressor, without retraining. --errors adds
+    the error analysis (docs/evaluation.md has the definitions).
     """
     from detkit.evaluation import plot_pr_curves, write_json
 
@@ -322,18 +328,27 @@ def eval_(config, weights, overrides, postprocess, gt, predictions, json_out, pl
                 raise click.UsageError("--postprocess must be a YAML mapping such as '{type: soft_nms, sigma: 0.5}', "
                                        f"got {postprocess!r}")
         evaluation = evaluate_checkpoint(_config(config, overrides), weights, postprocess=postprocess or None,
-                                         backend=backend)
+                                         backend=backend, errors=errors)
     else:
         from detkit.evaluation import evaluate_file
 
         if gt is None or predictions is None:
             raise click.UsageError("give CONFIG --weights W, or --gt and --predictions")
-        evaluation = evaluate_file(gt, predictions, backend=backend)
+        evaluation = evaluate_file(gt, predictions, backend=backend, errors=errors)
     _print_evaluation(evaluation)
+    if errors:
+        from detkit.evaluation.errors import format_analysis
+
+        click.echo("\n" + format_analysis(evaluation.extra["errors"]))
     if json_out:
         click.echo(f"wrote {write_json(evaluation, json_out)}")
     if plots:
         click.echo(f"wrote {plot_pr_curves(evaluation, Path(plots) / 'pr_curves.png')}")
+        if errors:
+            from detkit.evaluation.plots import plot_errors
+
+            for path in plot_errors(evaluation.extra["errors"], plots):
+                click.echo(f"wrote {path}")
 
 
 def _print_evaluation(evaluation) -> None:

@@ -20,6 +20,7 @@ def test_version():
 # ------------------------------------------------------------------ data and eval commands
 
 import json  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -65,6 +66,30 @@ def test_eval_of_a_results_file_writes_the_usual_names(tmp_path):
     assert list(numbers)[:12] == ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
     assert numbers["AP"] == pytest.approx(0.5045806987249628, abs=1e-12)
     assert (tmp_path / "pr_curves.png").is_file()
+
+
+def test_eval_errors_of_a_results_file(tmp_path):
+    """--errors: TIDE's table printed, the analysis in the JSON (the same numbers as the
+    library's), the pictures drawn; bad results get the same one-line errors as without it."""
+    from detkit.evaluation.errors import tide
+
+    gt = shared_path("peer", "coco_eval", "cocoapi_fake100", "instances_val2014_100.json")
+    results = shared_path("peer", "coco_eval", "cocoapi_fake100", "instances_val2014_fakebbox100_results.json")
+    result = run("eval", "--gt", gt, "--predictions", results, "--errors", "--json", tmp_path / "m.json",
+                 "--plots", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "TIDE errors at IoU 0.5" in result.output and "by crowding" in result.output
+    errors = json.loads((tmp_path / "m.json").read_text())["errors"]
+    expected = tide(json.loads(Path(gt).read_text()), json.loads(Path(results).read_text()))
+    assert errors["tide"]["delta_ap"] == pytest.approx(expected.delta)
+    assert sum(row["objects"] for row in errors["crowding"]) == sum(row["objects"] for row in errors["sizes"])
+    assert "miss_causes" not in errors  # a results file has no raw candidates
+    assert (tmp_path / "errors.png").is_file() and (tmp_path / "confusion.png").is_file()
+
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.5}]))
+    result = CliRunner().invoke(main, ["eval", "--gt", str(gt), "--predictions", str(unknown), "--errors"])
+    assert result.exit_code == 2 and "result 0: image_id 1 is not in the ground truth" in result.output
 
 
 def test_user_errors_are_one_line(tmp_path):

@@ -64,6 +64,7 @@ from detkit.compare.suppression import (
 from detkit.engine.distributed import init, shutdown
 from detkit.engine.loop_data import resolve_datasets
 from detkit.engine.run import pick_device
+from detkit.evaluation import errors
 from detkit.evaluation.bootstrap import accumulate, bootstrap, match_images, resample_indices
 from detkit.evaluation.coco_eval import coco_ground_truth
 
@@ -188,7 +189,14 @@ def _evaluated(run: TrainedRun, dataset, draws: np.ndarray) -> dict:
                  "check": accumulate(matches)},  # the bootstrap's own accumulation of all images (= stats)
         "bootstrap": {metric: [round(float(v), 6) for v in values] for metric, values in spread.items()},
         "loss": _losses(Path(run.run.config["train"]["out"]) / "metrics.jsonl"),
+        "errors": _error_summary(dataset, coco_results),
     }
+
+
+def _error_summary(dataset, coco_results: list[dict]) -> dict:
+    """Why a run misses: TIDE's dAPs and counts and its recall and AP50 by crowding."""
+    matching = errors.match(coco_ground_truth(dataset.index), coco_results)
+    return {**errors.breakdown(matching).to_dict(), "crowding": errors.by_crowding(matching)}
 
 
 def _losses(path: Path) -> list[list[float]]:

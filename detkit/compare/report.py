@@ -181,9 +181,42 @@ def _model_suite(results: Mapping, suite: str, shown: set[str]) -> list[str]:
                   f"{sigma:.3f} (paired bootstrap {boot.std(ddof=1):.3f}, with the training seed's)."]
         if suite == "backbones":
             lines += ["", *_imagenet_rows(results, names)]
+    errors = {n: results["runs"][n]["errors"] for n in names if "errors" in results["runs"][n]}
+    if errors:
+        lines += ["", *_error_table(errors, "run")]
     if suite == "detectors":
         lines += ["", *(f"![{n}]({n}.png)" for n in ("speed_accuracy", "ap_by_size", "pr_curves") if f"{n}.png" in shown)]
     return lines
+
+
+ERROR_COLUMNS = ("cls", "loc", "both", "dupe", "bkg", "miss")
+
+
+def _error_table(errors: Mapping[str, Mapping], what: str) -> list[str]:
+    """Why each run (or suppressor) misses: TIDE's dAP50 per error and the special ones, in AP
+    points; with raw candidates, the unmatched objects by cause; recall and AP50 of the most
+    crowded objects (density > 0.5)."""
+    causes = any("miss_causes" in e for e in errors.values())
+    header = [what, "AP50 (TIDE)", *(f"d{name}" for name in ERROR_COLUMNS), "dFP", "dFN",
+              *(["unmatched", "suppressed", "not proposed", "taken"] if causes else []),
+              "recall (d > 0.5)", "AP50 (d > 0.5)"]
+    rows = []
+    for name, e in errors.items():
+        crowded = next((row for row in e.get("crowding", []) if row["bucket"] == "> 0.5"), None)
+        c = e.get("miss_causes")
+        rows.append([f"`{name}`", f"{100 * e['ap']:.1f}", *(f"{100 * e['delta_ap'][k]:.2f}" for k in ERROR_COLUMNS),
+                     f"{100 * e['special_delta_ap']['fp']:.2f}", f"{100 * e['special_delta_ap']['fn']:.2f}",
+                     *([c["unmatched"], c["suppressed"], c["not_proposed"], c["taken"]] if causes and c else
+                       ["-"] * 4 if causes else []),
+                     _f(crowded["recall"]) if crowded and crowded["recall"] is not None else "-",
+                     _f(crowded["ap"]) if crowded and crowded["ap"] is not None else "-"])
+    return ["Why it misses (`detkit.evaluation.errors`, docs/evaluation.md): TIDE's errors at IoU 0.5, each as the "
+            "AP50 points an oracle fixing only it would add (cls: wrong class, loc: poorly placed, both, dupe: "
+            "duplicate, bkg: on background, miss: no detection at all; FP / FN: every false positive / missed "
+            "object fixed)" + ("; the unmatched objects by cause: suppressed (a raw candidate covered it: the "
+                               "`lost` above), not proposed, taken (a kept box covers it but matched another)"
+                               if causes else "") + "; recall and AP50 of the objects whose density exceeds 0.5.",
+            "", *_table(header, rows, numbers_from=1), ""]
 
 
 def _imagenet_rows(results: Mapping, names: list[str]) -> list[str]:
@@ -290,6 +323,9 @@ def _suppressor_part(name: str, part: Mapping, results: Mapping, t: float, *, ju
                          row["other_fp"], f"{row['kept'] / max(1, row['images']):.1f}",
                          *(_f(row[key]) if key in row else "-" for key, _ in extra)])
         lines += [*_table(header + [title for _, title in extra], rows, numbers_from=2), ""]
+        errors = {row_name: row["errors"] for row_name, row in split["rows"].items() if "errors" in row}
+        if errors:
+            lines += _error_table(errors, "suppressor")
         if split.get("densities"):
             lines += _density_lines(label, split["densities"])
         if split.get("densities_box_readout"):

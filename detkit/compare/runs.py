@@ -15,13 +15,11 @@ import contextlib
 import dataclasses
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-import numpy as np
 import torch
 
 from detkit.checkpoints import load_weights
@@ -29,12 +27,13 @@ from detkit.compare.study import Run
 from detkit.data import DetectionDataset
 from detkit.data.records import DatasetIndex
 from detkit.engine import evaluate_model, load_model, predict, prepare, train
+from detkit.engine.evaluate import raw_candidates
 from detkit.engine.distributed import World
 from detkit.engine.distributed import current as current_world
 from detkit.engine.loop_data import EpochBatches, loader
 from detkit.evaluation import CocoEvaluation, coco_ground_truth
 from detkit.models import recalibrate_batchnorm
-from detkit.ops import Suppressor, box_iou
+from detkit.ops import box_iou
 
 RECORD = "compare.json"  # in a run folder: the config it finished with, its steps and seconds
 
@@ -204,19 +203,6 @@ def evaluate(trained: TrainedRun, dataset: DetectionDataset) -> tuple[CocoEvalua
 
 
 # ------------------------------------------------------------------------------ raw candidates
-
-
-@contextlib.contextmanager
-def raw_candidates(model) -> Iterator[int]:
-    """Within it, ``model`` outputs every candidate that scored above its score threshold,
-    unsuppressed and uncapped (suppressor ``none``); yields the detections-per-image cap its
-    own post-processing applies after suppressing. Restores the model on exit."""
-    suppressor, cap = model.postprocess, model.detections_per_image
-    model.set_postprocess(Suppressor("none"), cap=sys.maxsize)
-    try:
-        yield cap
-    finally:
-        model.set_postprocess(suppressor, cap=cap)
 
 
 @contextlib.contextmanager

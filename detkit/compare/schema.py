@@ -180,6 +180,11 @@ TEXTS = list_of(text)
 
 LATENCY = record({"median_ms": number, "q25_ms": number, "q75_ms": number, "fps": number},
                  {"images": integer, "device": text})
+BUCKET_ROW = record({"bucket": text, "objects": integer, "matched": integer, "missed": integer},
+                    {"recall": nullable(number), "ap": nullable(number)})
+ERROR_SUMMARY = record({"ap": number, "delta_ap": table(number), "special_delta_ap": table(number),
+                        "counts": table(integer)},  # TIDE's (detkit.evaluation.errors)
+                       {"miss_causes": table(integer), "crowding": list_of(BUCKET_ROW)})
 RUN = record({
     "dataset": text,
     "config": record({"model": record({"type": text})}),  # the rest is a training config (config.py checks those)
@@ -198,7 +203,7 @@ RUN = record({
     "gflops": number,
     "input": list_of(integer, length=2),  # (height, width)
     "latency": table(LATENCY, required=("cpu",)),  # by device: cpu, and cuda when there was a GPU
-})
+}, {"errors": ERROR_SUMMARY})  # why it misses (detkit.evaluation.errors); newer studies only
 SUPPRESSOR_ROW = record({
     "config": ANY_OBJECT, **{m: number for m in ("AP", "AP50", "AP75", "AR100", "recall_covered",
                                                    "recall_at_threshold", "precision_at_threshold")},
@@ -209,7 +214,8 @@ SUPPRESSOR_ROW = record({
     "oracle_margin": number,  # Adaptive-NMS on the oracle's densities (+ this margin) ...
     "oracle_same_class": flag,  # ... counting only neighbours of the object's class
     "margin": number,  # Adaptive-NMS on the predicted densities + this margin (chosen on the training split)
-    "readout": text})  # Adaptive-NMS with the densities read at each final box ("box")
+    "readout": text,  # Adaptive-NMS with the densities read at each final box ("box")
+    "errors": ERROR_SUMMARY})  # why it misses; rows of the named suppressors
 DENSITY_REPORT = record({"candidates": integer, "pearson": number, "iou_threshold": number, "crowded": integer,
                          "crowded_predicted_above": number, "lone": integer, "lone_predicted_below": number},
                         {"predicted_mean": number, "predicted_max": number, "true_mean": number})

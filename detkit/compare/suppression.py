@@ -29,6 +29,7 @@ import torch
 from detkit.data.records import DatasetIndex
 from detkit.evaluation import detections_to_results, evaluate
 from detkit.evaluation.bootstrap import ImageMatches, bootstrap, match_images
+from detkit.evaluation import errors
 from detkit.evaluation.coco_eval import coco_ground_truth
 from detkit.evaluation.miss_rate import mr2
 from detkit.models.build import build_postprocess
@@ -93,15 +94,6 @@ def _objects(index: DatasetIndex) -> dict[int, tuple]:
         out[r.image_id] = (torch.as_tensor(r.boxes[objects], dtype=torch.float32),
                            torch.as_tensor(r.labels[objects]), torch.as_tensor(r.boxes[r.iscrowd], dtype=torch.float32))
     return out
-
-
-def _covered(gt_boxes, gt_labels, boxes, labels) -> torch.Tensor:
-    """bool[G]: objects some box of their class overlaps at IoU >= MATCH_IOU."""
-    if len(gt_boxes) == 0 or len(boxes) == 0:
-        return torch.zeros(len(gt_boxes), dtype=torch.bool)
-    iou = box_iou(gt_boxes, boxes.float())
-    iou[gt_labels[:, None] != labels[None, :]] = 0
-    return (iou >= MATCH_IOU).any(dim=1)
 
 
 def _operating_point(gt_boxes, gt_labels, crowd, det: Mapping, threshold: float) -> tuple[int, int, int]:
@@ -221,18 +213,26 @@ def diagnose(index: DatasetIndex, raw: Mapping[int, Mapping], kept: list[tuple[i
     objects = _objects(index)
     totals = dict.fromkeys(("objects", "recoverable", "covered", "lost", "tp", "duplicates", "other_fp",
                             "candidates", "kept"), 0)
+    # covered, recoverable and lost: the error analysis' definitions (``covered``), one for both
+    kept_results = detections_to_results(kept, index.category_ids)
+    matching = errors.match(coco_ground_truth(index), kept_results)
+    recoverable = errors.covered(matching, detections_to_results(raw.items(), index.category_ids))
+    covered = errors.covered(matching, kept_results)
+    image_of = np.asarray(matching.image_ids)[matching.gt_image]
+    seen = {image_id for image_id, _ in kept}
+    inside = np.isin(image_of, list(seen))
+    totals["objects"] = int(inside.sum())
+    totals["recoverable"] = int((recoverable & inside).sum())
+    totals["covered"] = int((covered & inside).sum())
+    totals["lost"] = int((recoverable & ~covered & inside).sum())
+    if per_image is not None:
+        for image_id in seen:
+            mine = image_of == image_id
+            per_image[image_id] = (int(mine.sum()), int((covered & mine).sum()))
     for image_id, det in kept:
         gt_boxes, gt_labels, crowd = objects[image_id]
         candidates = raw[image_id]
-        recoverable = _covered(gt_boxes, gt_labels, candidates["boxes"], candidates["labels"])
-        covered = _covered(gt_boxes, gt_labels, det["boxes"], det["labels"])
         tp, duplicates, other = _operating_point(gt_boxes, gt_labels, crowd, det, score_threshold)
-        if per_image is not None:
-            per_image[image_id] = (len(gt_boxes), int(covered.sum()))
-        totals["objects"] += len(gt_boxes)
-        totals["recoverable"] += int(recoverable.sum())
-        totals["covered"] += int(covered.sum())
-        totals["lost"] += int((recoverable & ~covered).sum())
         totals["tp"] += tp
         totals["duplicates"] += duplicates
         totals["other_fp"] += other
@@ -263,10 +263,21 @@ def evaluate_suppressor(index: DatasetIndex, raw: Mapping[int, Mapping], config:
         row["raised"] = raised / max(1, row["kept"])
     if not matches:
         return row, evaluation, None
+    row["errors"] = error_summary(index, results, raw)
     matched = match_images(coco_ground_truth(index), results)
     row["MR2"] = mr2(matched)
     covered = np.array([per_image.get(i, (0, 0)) for i in matched.image_ids], dtype=np.float64).reshape(-1, 2)
     return row, evaluation, Paired(matched, covered)
+
+
+def error_summary(index: DatasetIndex, results: list[dict], raw: Mapping[int, Mapping]) -> dict:
+    """Why a suppressor's detections miss (``detkit.evaluation.errors``): TIDE's dAPs and
+    counts, the unmatched objects by cause (suppressed: the "lost" of ``diagnose``, by the same
+    definition; not proposed; taken) and recall and AP50 by the objects' crowding."""
+    matching = errors.match(coco_ground_truth(index), results)
+    return {**errors.breakdown(matching).to_dict(),
+            "miss_causes": errors.miss_causes(matching, detections_to_results(raw.items(), index.category_ids)),
+            "crowding": errors.by_crowding(matching)}
 
 
 @dataclass

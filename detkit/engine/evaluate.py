@@ -6,8 +6,10 @@ run's model on its ``data.val``; ``evaluate_model(model, dataset)`` the same for
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch.utils.data import DataLoader
@@ -18,7 +20,8 @@ from detkit.data.collate import _Indexed
 from detkit.engine.distributed import World, gather
 from detkit.engine.loop_data import ignore_interrupts
 from detkit.engine.run import prepare
-from detkit.evaluation import CocoEvaluation, detections_to_results, evaluate
+from detkit.evaluation import CocoEvaluation, coco_ground_truth, detections_to_results, evaluate
+from detkit.ops import Suppressor
 
 
 @torch.no_grad()
@@ -67,19 +70,43 @@ def evaluate_model(model, dataset, *, device, world: World = World(), batch_size
 
 
 def evaluate_checkpoint(config: Mapping, weights: str | Path, *, postprocess: Mapping[str, Any] | None = None,
-                        backend: str = "auto", device: str | None = None) -> CocoEvaluation:
+                        backend: str = "auto", device: str | None = None, errors: bool = False) -> CocoEvaluation:
     """COCO evaluation of the checkpoint ``weights`` of ``config``'s model on its ``data.val``.
 
     ``postprocess`` (``{type: soft_nms, sigma: 0.5}``) replaces the config's suppressor: the
-    same trained model post-processed another way, no retraining.
+    same trained model post-processed another way, no retraining. With ``errors``, the error
+    analysis (``detkit.evaluation.errors.analyse``) goes in ``extra["errors"]``; the model runs
+    a second time without its suppressor, so that each unmatched object is known as
+    suppressed or never proposed.
     """
     if postprocess is not None:
         config = {**config, "model": {**config["model"], "postprocess": postprocess}}
     run = prepare(config, weights=weights, device=device)
     if run.val_set is None:
         raise ValueError(f"{config.get('name', 'the config')}: no data.val to evaluate on")
-    evaluation, _ = evaluate_model(run.model, run.val_set, device=run.device, batch_size=config["data"]["batch_size"],
-                                   backend=backend)
+    batch_size = config["data"]["batch_size"]
+    evaluation, results = evaluate_model(run.model, run.val_set, device=run.device, batch_size=batch_size,
+                                         backend=backend)
     if evaluation is None:
         raise ValueError(f"{config.get('name', 'the config')}: data.val has no images")
+    if errors:
+        from detkit.evaluation.errors import analyse
+
+        with raw_candidates(run.model):
+            raw, _ = predict(run.model, run.val_set, device=run.device, batch_size=batch_size)
+        candidates = detections_to_results(raw, run.val_set.index.category_ids)
+        evaluation.extra["errors"] = analyse(coco_ground_truth(run.val_set.index), results, candidates)
     return evaluation
+
+
+@contextlib.contextmanager
+def raw_candidates(model) -> Iterator[int]:
+    """Within it, ``model`` outputs every candidate that scored above its score threshold,
+    unsuppressed and uncapped (suppressor ``none``); yields the detections-per-image cap its
+    own post-processing applies after suppressing. Restores the model on exit."""
+    suppressor, cap = model.postprocess, model.detections_per_image
+    model.set_postprocess(Suppressor("none"), cap=sys.maxsize)
+    try:
+        yield cap
+    finally:
+        model.set_postprocess(suppressor, cap=cap)

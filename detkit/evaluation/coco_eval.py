@@ -202,7 +202,10 @@ class CocoEvaluation:
         return self.recall_thresholds.copy(), curve
 
     def to_dict(self) -> dict:
-        return {**self.stats, "per_class_AP": self.per_class, "backend": self.backend}
+        out = {**self.stats, "per_class_AP": self.per_class, "backend": self.backend}
+        if "errors" in self.extra:
+            out["errors"] = self.extra["errors"]
+        return out
 
 
 def evaluate(
@@ -259,13 +262,21 @@ def evaluate(
     )
 
 
-def evaluate_file(gt: str | Path, predictions: str | Path, *, backend: str = "auto") -> CocoEvaluation:
+def evaluate_file(gt: str | Path, predictions: str | Path, *, backend: str = "auto",
+                  errors: bool = False) -> CocoEvaluation:
     """``detkit eval --gt GT --predictions R``: a COCO results file against a COCO instances json,
-    the ground truth read and checked as a dataset (each bad annotation named by its id)."""
+    the ground truth read and checked as a dataset (each bad annotation named by its id). With
+    ``errors``, the error analysis (``detkit.evaluation.errors.analyse``) in ``extra["errors"]``."""
     from detkit.data.coco import load_coco
 
     index = load_coco(gt, images=False)
-    return evaluate(index, load_results(predictions, index.coco), backend=backend)
+    results = load_results(predictions, index.coco)
+    evaluation = evaluate(index, results, backend=backend)
+    if errors:
+        from detkit.evaluation.errors import analyse
+
+        evaluation.extra["errors"] = analyse(coco_ground_truth(index), results)
+    return evaluation
 
 
 def _choose(backend: str) -> str:

@@ -61,6 +61,19 @@ def test_evaluate_suppressor_rows_carry_coco_numbers():
     assert row["AP50"] == evaluation.stats["AP50"] == pytest.approx(1.0)  # both objects first in the ranking
     assert row["config"] == {"type": "nms", "iou_threshold": 0.5} and matches.matches.image_ids == [1]
     assert matches.covered.tolist() == [[2.0, 2.0]]  # the image's two objects, both covered
+    assert row["errors"]["counts"]["bkg"] == 1 and row["errors"]["miss_causes"]["unmatched"] == 0
+
+
+def test_the_error_analysis_counts_the_suppressed_objects_as_lost():
+    """One definition: an object a raw candidate covered and suppression removed is ``lost``
+    in the diagnostics and ``suppressed`` in the error analysis; NMS at 0.4 removes object 2."""
+    index = index_of(GT, ([[20, 20, 40, 40]], [1]))  # + an image whose object nothing proposes
+    raw = {**RAW, 2: {"boxes": torch.tensor([[100.0, 100, 120, 120]]), "scores": torch.tensor([0.9]),
+                      "labels": torch.tensor([1])}}
+    row, _, _ = evaluate_suppressor(index, raw, {"type": "nms", "iou_threshold": 0.4}, 100, 0.5, [1, 2],
+                                    matches=True)
+    assert row["lost"] == row["errors"]["miss_causes"]["suppressed"] == 1
+    assert row["errors"]["miss_causes"]["not_proposed"] == 1 and row["errors"]["counts"]["miss"] == 2
 
 
 def test_crowd_statistics_on_perfect_boxes():

@@ -74,6 +74,20 @@ def test_eval_predict_and_postprocess_from_a_checkpoint(trained, tmp_path, shape
     assert all({"image_id", "file_name", "category_id", "bbox", "score"} <= p.keys() for p in predictions)
 
 
+def test_eval_errors_of_a_model_split_its_misses(trained, tmp_path):
+    """With a model, --errors knows the raw candidates: every unmatched object is suppressed,
+    not proposed, or taken by a detection that matched another, and they add up."""
+    config, weights = trained
+    result = invoke("eval", config, "--weights", weights, "--errors", "--json", tmp_path / "m.json")
+    assert result.exit_code == 0, result.output
+    assert "unmatched objects:" in result.output
+    errors = json.loads((tmp_path / "m.json").read_text())["errors"]
+    causes = errors["miss_causes"]
+    assert causes["unmatched"] == causes["suppressed"] + causes["not_proposed"] + causes["taken"]
+    objects = sum(row["objects"] for row in errors["crowding"])
+    assert causes["unmatched"] == objects - sum(row["matched"] for row in errors["crowding"])
+
+
 def largest_same_class_iou(predictions) -> float:
     """The highest IoU between two detections of one class on one image (torchvision's box_iou)."""
     groups = {}

@@ -295,3 +295,24 @@ def test_the_roi_density_heads_bins_read_as_their_mean_and_train_by_cross_entrop
     with torch.no_grad():
         plain_densities, no_logits = DensityHead(6, hidden=5)(x)
     assert no_logits is None and plain_densities.shape == (3,)
+
+
+def test_a_detached_subnet_trains_alone():
+    """``detach``: the density loss reaches the subnet's weights and nothing upstream (the RPN's
+    convs, the backbone); without it, it reaches both."""
+    from detkit.models import build_model
+
+    target = {"boxes": torch.tensor([[10.0, 10.0, 50.0, 60.0], [20.0, 10.0, 60.0, 60.0]]),
+              "labels": torch.tensor([1, 1])}
+    for detach in (True, False):
+        torch.manual_seed(0)
+        model = build_model({**TINY, "rpn": {**TINY["rpn"], "density": {"channels": 16, "bins": 10,
+                                                                          "detach": detach}}}).train()
+        losses = model([torch.rand(3, 96, 96)], [target])
+        losses["rpn_density"].backward()
+        assert model.rpn.density.predict.weight.grad.abs().sum() > 0
+        upstream = [p.grad for name, p in model.named_parameters() if not name.startswith("rpn.density")]
+        reached = any(g is not None and g.abs().sum() > 0 for g in upstream)
+        assert reached is not detach
+    with pytest.raises(ValueError, match="density.detach must be true or false, got 'yes'"):
+        build_model({**TINY, "rpn": {**TINY["rpn"], "density": {"detach": "yes"}}})

@@ -118,12 +118,18 @@ class DensitySubnet(nn.Module):
         scores_per_anchor: S (1 beside the RPN, K beside a one-stage head).
         bins: 0 for the paper's one sigmoid density per anchor; B >= 2 for a distribution over
             B + 1 knots.
+        detach: the density loss trains the subnet alone: its inputs (features, scores, offsets)
+            are detached, so it cannot pull the detector's features towards densities (detkit's
+            variant; the paper trains them jointly).
     """
 
     def __init__(self, in_channels: int, num_anchors: int, channels: int = 128, scores_per_anchor: int = 1,
-                 bins: int = 0):
+                 bins: int = 0, detach: bool = False):
         super().__init__()
         self.bins = checked_bins(bins)
+        if not isinstance(detach, bool):
+            raise ValueError(f"density detach must be true or false, got {detach!r}")
+        self.detach = detach
         self.values = bins + 1 if bins else 1  # outputs per anchor
         self.reduce = nn.Conv2d(in_channels, channels, 1)
         self.predict = nn.Conv2d(channels + (scores_per_anchor + 4) * num_anchors, num_anchors * self.values, 5,
@@ -136,6 +142,8 @@ class DensitySubnet(nn.Module):
         """Per level (N, A * V, H, W): densities (V = 1, sigmoid) or logits over the knots (V = B + 1)."""
         out = []
         for feature, logits, offsets in zip(features, objectness, deltas):
+            if self.detach:
+                feature, logits, offsets = feature.detach(), logits.detach(), offsets.detach()
             x = torch.cat([torch.relu(self.reduce(feature)), logits, offsets], dim=1)  # (N, channels + (S+4)A, H, W)
             y = self.predict(x)
             out.append(y if self.bins else torch.sigmoid(y))
