@@ -214,7 +214,8 @@ def _error_table(errors: Mapping[str, Mapping], what: str) -> list[str]:
             "AP50 points an oracle fixing only it would add (cls: wrong class, loc: poorly placed, both, dupe: "
             "duplicate, bkg: on background, miss: no detection at all; FP / FN: every false positive / missed "
             "object fixed)" + ("; the unmatched objects by cause: suppressed (a raw candidate covered it: the "
-                               "`lost` above), not proposed, taken (a kept box covers it but matched another)"
+                               "`lost` above), not proposed, taken (a kept box covers it, yet it is unmatched: that box matched another "
+                               "object or ranks below the 100 per image COCO evaluates)"
                                if causes else "") + "; recall and AP50 of the objects whose density exceeds 0.5.",
             "", *_table(header, rows, numbers_from=1), ""]
 

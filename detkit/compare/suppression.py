@@ -276,7 +276,8 @@ def error_summary(index: DatasetIndex, results: list[dict], raw: Mapping[int, Ma
     definition; not proposed; taken) and recall and AP50 by the objects' crowding."""
     matching = errors.match(coco_ground_truth(index), results)
     return {**errors.breakdown(matching).to_dict(),
-            "miss_causes": errors.miss_causes(matching, detections_to_results(raw.items(), index.category_ids)),
+            "miss_causes": errors.miss_causes(matching, detections_to_results(raw.items(), index.category_ids),
+                                              results),
             "crowding": errors.by_crowding(matching)}
 
 

@@ -452,16 +452,18 @@ def covered_boxes(gt_box: np.ndarray, gt_label: np.ndarray, box: np.ndarray, lab
     return ((iou >= iou_threshold) & (label[:, None] == gt_label[None, :])).any(axis=0)
 
 
-def miss_causes(m: Matching, candidates: Sequence[Mapping]) -> dict[str, int]:
-    """The unmatched objects of a model whose raw candidates (before suppression, COCO
-    results) are known, by cause: "suppressed" (a candidate of its class covered it, no kept
-    detection does: the nms suite's "lost"), "not_proposed" (no candidate covered it),
-    "taken" (a kept detection covers it but matched another object or none was free)."""
+def miss_causes(m: Matching, candidates: Sequence[Mapping], kept: Sequence[Mapping]) -> dict[str, int]:
+    """The unmatched objects of a model whose raw candidates (before suppression) and kept
+    detections (after it: all of them, also beyond the ``max_dets`` evaluated per image) are
+    known, both as COCO results, by cause: "suppressed" (a candidate of its class covered it, no
+    kept detection does: the nms suite's "lost", by the same ``covered``), "not_proposed" (no
+    candidate covered it), "taken" (a kept detection covers it, yet it is unmatched: that
+    detection matched another object, or ranks below the ``max_dets`` per image)."""
     recoverable = covered(m, candidates)
-    kept = _covered_per_image(m, m.det_image, m.det_label, m.det_box)
+    kept_covers = covered(m, kept)
     unmatched = ~m.gt_tp
-    return {"unmatched": int(unmatched.sum()), "suppressed": int((unmatched & recoverable & ~kept).sum()),
-            "not_proposed": int((unmatched & ~recoverable).sum()), "taken": int((unmatched & kept).sum())}
+    return {"unmatched": int(unmatched.sum()), "suppressed": int((unmatched & recoverable & ~kept_covers).sum()),
+            "not_proposed": int((unmatched & ~recoverable).sum()), "taken": int((unmatched & kept_covers).sum())}
 
 
 def _covered_per_image(m: Matching, image: np.ndarray, label: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -514,7 +516,7 @@ def analyse(gt: Mapping, results: Sequence[Mapping], candidates: Sequence[Mappin
         "sizes": by_size(m, _annotated_areas(gt, m) if areas else None),
     }
     if candidates is not None:
-        out["miss_causes"] = miss_causes(m, candidates)
+        out["miss_causes"] = miss_causes(m, candidates, results)
     return out
 
 
@@ -530,8 +532,8 @@ def format_analysis(analysis: Mapping) -> str:
     if "miss_causes" in analysis:
         c = analysis["miss_causes"]
         lines.append(f"\nunmatched objects: {c['unmatched']}: suppressed {c['suppressed']} (a raw candidate found "
-                     f"it), not proposed {c['not_proposed']}, taken {c['taken']} (a kept box covers it but "
-                     "matched another)")
+                     f"it), not proposed {c['not_proposed']}, taken {c['taken']} (a kept box covers it, yet "
+                     "it is unmatched)")
     for title, key in (("crowding (an object's max IoU with another)", "crowding"), ("size (COCO's areas)", "sizes")):
         lines.append(f"\nby {title}:\n  {'bucket':<12}{'objects':>8}{'recall':>8}{'missed':>8}{'AP50':>8}")
         for row in analysis[key]:

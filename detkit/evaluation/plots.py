@@ -60,6 +60,7 @@ def plot_errors(analysis: dict, folder: str | Path) -> list[Path]:
     bars = axes[0].barh(names[::-1], values[::-1], color=colours[::-1])
     axes[0].bar_label(bars, fmt="%.2f", fontsize=8)
     axes[0].axhline(1.5, color="black", lw=0.6)
+    axes[0].margins(x=0.15)  # room for the labels
     axes[0].set(title=f"TIDE: dAP50 per error (AP50 {100 * tide['ap']:.1f})", xlabel="AP points an oracle fix adds")
     for ax, key, title in ((axes[1], "crowding", "by crowding (max IoU with another object)"),
                            (axes[2], "sizes", "by size (COCO areas)")):

@@ -205,3 +205,17 @@ def test_density_histogram_of_the_objects():
     stats = crowd_statistics(index_of(gt), [0.5])
     assert stats["density_bins"][0] == 0.0 and stats["density_bins"][-1] == 1.0
     assert stats["density_counts"] == [1, 0, 0, 0, 0, 0, 2, 0, 0, 0]  # any class counts: 0.6 twice
+
+
+def test_suppressed_equals_lost_when_a_model_keeps_more_than_coco_evaluates():
+    """A cap above COCO's 100 detections per image (RetinaNet keeps 300): an object covered only
+    by the 101st kept box is neither lost nor suppressed (it is "taken": kept, but beyond the
+    100 evaluated)."""
+    index = index_of(([[0, 0, 10, 10]], [0]))
+    strays = torch.tensor([[50.0 + i, 50, 60 + i, 60] for i in range(100)])
+    raw = {1: {"boxes": torch.cat([strays, torch.tensor([[0.0, 0, 10, 10]])]),
+               "scores": torch.cat([torch.linspace(0.9, 0.5, 100), torch.tensor([0.1])]),
+               "labels": torch.zeros(101, dtype=torch.int64)}}
+    row, _, _ = evaluate_suppressor(index, raw, {"type": "none"}, 200, 0.5, [1, 2], matches=True)
+    causes = row["errors"]["miss_causes"]
+    assert row["lost"] == causes["suppressed"] == 0 and causes == {**causes, "unmatched": 1, "taken": 1}

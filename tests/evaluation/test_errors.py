@@ -53,7 +53,7 @@ def test_each_hand_built_error_lands_in_its_bucket():
     raw = results + [{"image_id": 7, "category_id": 1, "bbox": _box(152, 61, 30, 30), "score": 0.3}]
     # B (a box at IoU 0.33) and E (a box of another class) were not proposed either: no
     # candidate of their class at IoU >= 0.5
-    assert E.miss_causes(m, raw) == {"unmatched": 4, "suppressed": 1, "not_proposed": 3, "taken": 0}
+    assert E.miss_causes(m, raw, results) == {"unmatched": 4, "suppressed": 1, "not_proposed": 3, "taken": 0}
 
 
 def test_hand_built_dap_by_hand():
