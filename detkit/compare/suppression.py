@@ -207,16 +207,22 @@ def density_report(index: DatasetIndex, raw: Mapping[int, Mapping], iou_threshol
 
 
 def diagnose(index: DatasetIndex, raw: Mapping[int, Mapping], kept: list[tuple[int, dict]],
-             score_threshold: float, per_image: dict | None = None) -> dict:
+             score_threshold: float, per_image: dict | None = None, *,
+             matching: errors.Matching | None = None, candidates: list[dict] | None = None) -> dict:
     """The diagnostics of the module docstring, summed over the split's images; each image's
-    (objects, covered) into ``per_image`` by image id when given (the recall's bootstrap)."""
+    (objects, covered) into ``per_image`` by image id when given (the recall's bootstrap).
+    ``matching`` (of the kept detections) and ``candidates`` (the raw ones as COCO results):
+    when the caller has them already."""
     objects = _objects(index)
     totals = dict.fromkeys(("objects", "recoverable", "covered", "lost", "tp", "duplicates", "other_fp",
                             "candidates", "kept"), 0)
     # covered, recoverable and lost: the error analysis' definitions (``covered``), one for both
     kept_results = detections_to_results(kept, index.category_ids)
-    matching = errors.match(coco_ground_truth(index), kept_results)
-    recoverable = errors.covered(matching, detections_to_results(raw.items(), index.category_ids))
+    if matching is None:
+        matching = errors.match(coco_ground_truth(index), kept_results)
+    if candidates is None:
+        candidates = detections_to_results(raw.items(), index.category_ids)
+    recoverable = errors.covered(matching, candidates)
     covered = errors.covered(matching, kept_results)
     image_of = np.asarray(matching.image_ids)[matching.gt_image]
     seen = {image_id for image_id, _ in kept}
@@ -254,8 +260,11 @@ def evaluate_suppressor(index: DatasetIndex, raw: Mapping[int, Mapping], config:
     results = detections_to_results(kept, category_ids)
     evaluation = evaluate(index, results)
     per_image: dict = {}
+    gt = coco_ground_truth(index)
+    matching = errors.match(gt, results)
+    candidates = detections_to_results(raw.items(), category_ids)
     row = {"config": dict(config), **{k: evaluation.stats[k] for k in ("AP", "AP50", "AP75", "AR100")},
-           **diagnose(index, raw, kept, score_threshold, per_image)}
+           **diagnose(index, raw, kept, score_threshold, per_image, matching=matching, candidates=candidates)}
     suppressor = build_postprocess(config, "suppressor")
     if suppressor.needs_densities:  # how often the density changed anything: kept boxes whose threshold it raised
         raised = sum(int((raw[i]["densities"][det["keep"]] > suppressor.options["iou_threshold"]).sum())
@@ -263,21 +272,19 @@ def evaluate_suppressor(index: DatasetIndex, raw: Mapping[int, Mapping], config:
         row["raised"] = raised / max(1, row["kept"])
     if not matches:
         return row, evaluation, None
-    row["errors"] = error_summary(index, results, raw)
-    matched = match_images(coco_ground_truth(index), results)
+    row["errors"] = error_summary(matching, candidates, results)
+    matched = match_images(gt, results)
     row["MR2"] = mr2(matched)
     covered = np.array([per_image.get(i, (0, 0)) for i in matched.image_ids], dtype=np.float64).reshape(-1, 2)
     return row, evaluation, Paired(matched, covered)
 
 
-def error_summary(index: DatasetIndex, results: list[dict], raw: Mapping[int, Mapping]) -> dict:
-    """Why a suppressor's detections miss (``detkit.evaluation.errors``): TIDE's dAPs and
-    counts, the unmatched objects by cause (suppressed: the "lost" of ``diagnose``, by the same
+def error_summary(matching: errors.Matching, candidates: list[dict], results: list[dict]) -> dict:
+    """Why a suppressor's detections (``results``, matched in ``matching``) miss
+    (``detkit.evaluation.errors``): TIDE's dAPs and counts, the unmatched objects by cause
+    against the raw ``candidates`` (suppressed: the "lost" of ``diagnose``, by the same
     definition; not proposed; taken) and recall and AP50 by the objects' crowding."""
-    matching = errors.match(coco_ground_truth(index), results)
-    return {**errors.breakdown(matching).to_dict(),
-            "miss_causes": errors.miss_causes(matching, detections_to_results(raw.items(), index.category_ids),
-                                              results),
+    return {**errors.breakdown(matching).to_dict(), "miss_causes": errors.miss_causes(matching, candidates, results),
             "crowding": errors.by_crowding(matching)}
 
 
