@@ -178,8 +178,13 @@ def clean_boxes(
         upper = np.array([width, height, width, height], dtype=np.float64)
         slight = np.abs(boxes - np.clip(boxes, 0, upper)).max(axis=1) <= 1.0
         boxes[slight] = np.clip(boxes[slight], 0, upper)
-    for i, box in enumerate(boxes):
-        if not np.all(np.isfinite(box)):
+    finite = np.isfinite(boxes).all(axis=1)
+    suspect = ~finite | (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+    if width and height:
+        suspect |= (boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > width) | (boxes[:, 3] > height)
+    for i in np.flatnonzero(suspect):  # the common case, every box fine, loops over nothing
+        box = boxes[i]
+        if not finite[i]:
             issues.add("non-finite box", f"{where[i]} {box.tolist()}")
             keep[i] = False
         elif box[2] <= box[0] or box[3] <= box[1]:

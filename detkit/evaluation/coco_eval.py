@@ -4,10 +4,10 @@
     results = detections_to_results(detections, index.category_ids)
     evaluation = evaluate(gt, results)                  # .stats["AP"], .per_class, .table()
 
-Two backends compute the same numbers: ``pycocotools`` (the reference) and
-``faster-coco-eval`` (its C++ re-implementation, several times faster on large result
-files). ``backend="auto"`` takes faster-coco-eval when installed; tests check both give
-pycocotools' values on the peers' data (docs/benchmarks.md has the timings).
+Three backends compute the same numbers: ``pycocotools`` (the reference), ``numpy``
+(``detkit.evaluation.coco_numpy``: its rules vectorised over all images at once, the default)
+and ``faster-coco-eval`` (a C++ re-implementation). Tests hold each to pycocotools' values at
+1e-12 on the peers' data and on random cases; docs/benchmarks.md has the timings.
 
 Detections are ``{"boxes": Tensor[K, 4] xyxy in the original image's pixels,
 "scores": Tensor[K], "labels": Tensor[K]}`` with labels 0..C-1; results are COCO's
@@ -28,6 +28,7 @@ import numpy as np
 
 from detkit.data.coco import read_json, to_coco_dict
 from detkit.data.records import DatasetIndex
+from detkit.evaluation import coco_numpy
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 _STAT_LINES = (  # pycocotools' summary lines, in STAT_NAMES order
@@ -44,7 +45,7 @@ _STAT_LINES = (  # pycocotools' summary lines, in STAT_NAMES order
     ("Average Recall", "(AR)", "0.50:0.95", "medium", 100),
     ("Average Recall", "(AR)", "0.50:0.95", "large", 100),
 )
-BACKENDS = ("auto", "pycocotools", "faster-coco-eval")
+BACKENDS = ("auto", "numpy", "pycocotools", "faster-coco-eval")
 
 
 def coco_ground_truth(index: DatasetIndex) -> dict:
@@ -102,19 +103,23 @@ def load_results(path: str | Path, gt: Mapping | None = None) -> list[dict]:
     finite numbers with w, h >= 0 and a finite score; with ``gt``, also that the image and
     category exist there.
     """
-    path = Path(path)
+    return _load_checked(Path(path), gt)[0]
+
+
+def _load_checked(path: Path, gt: Mapping | None) -> tuple[list[dict], coco_numpy.Detections]:
     data = read_json(path)
     results = data.get("annotations") if isinstance(data, dict) else data
     if not isinstance(results, list):
         raise ValueError(f"{path}: a COCO results file is a list of detections (or a dict with 'annotations')")
-    check_results(results, str(path), gt)
-    return results
+    return results, check_results(results, str(path), gt)
 
 
-def check_results(results: list, where: str, gt: Mapping | None = None) -> None:
-    """Raise ValueError naming the first bad result (by position); see ``load_results``."""
-    if _results_look_valid(results, gt):
-        return
+def check_results(results: list, where: str, gt: Mapping | None = None) -> coco_numpy.Detections:
+    """Raise ValueError naming the first bad result (by position); see ``load_results``.
+    Returns the results as arrays."""
+    arrays = _results_look_valid(results, gt)
+    if arrays is not None:
+        return arrays
     images = {img["id"] for img in gt["images"]} if gt is not None else None
     categories = {c["id"] for c in gt["categories"]} if gt is not None else None
     for i, r in enumerate(results):
@@ -132,27 +137,41 @@ def check_results(results: list, where: str, gt: Mapping | None = None) -> None:
             raise ValueError(f"{at}: image_id {r['image_id']} is not in the ground truth")
         if categories is not None and r["category_id"] not in categories:
             raise ValueError(f"{at}: category_id {r['category_id']} is not in the ground truth")
+    # valid, though not in the plain json types (numpy numbers, True as a score): as arrays
+    return coco_numpy.Detections.from_results(results)
 
 
-def _results_look_valid(results: list, gt: Mapping | None) -> bool:
-    """The common case in one vectorised pass; False sends ``check_results`` looking for the culprit."""
+def _results_look_valid(results: list, gt: Mapping | None) -> coco_numpy.Detections | None:
+    """The common case in one vectorised pass: the arrays, or None to send ``check_results``
+    looking for the culprit."""
     try:
-        boxes = np.array([r["bbox"] for r in results], dtype=np.float64).reshape(len(results), 4)
-        scores = np.array([r["score"] for r in results], dtype=np.float64)
-        image_ids = {r["image_id"] for r in results}
-        category_ids = {r["category_id"] for r in results}
-    except (TypeError, KeyError, ValueError):
-        return False
+        boxes, scores = [r["bbox"] for r in results], [r["score"] for r in results]
+        image_ids = np.array([r["image_id"] for r in results])
+        category_ids = np.array([r["category_id"] for r in results])
+    except (TypeError, KeyError):
+        return None
+    # the types first: numpy would turn "0.5" or True into numbers
+    if not {type(v) for v in scores} <= {int, float} or not {type(b) for b in boxes} <= {list, tuple}:
+        return None
+    try:
+        boxes = np.array(boxes)
+    except ValueError:  # ragged
+        return None
+    if len(results) and (boxes.shape != (len(results), 4) or boxes.dtype.kind not in "iuf"):
+        return None
+    boxes, scores = boxes.astype(np.float64).reshape(len(results), 4), np.array(scores, dtype=np.float64)
     if not (np.isfinite(boxes).all() and (boxes[:, 2:] >= 0).all() and np.isfinite(scores).all()):
-        return False
-    if any(isinstance(r["score"], bool) or isinstance(r["bbox"], (str, dict)) for r in results):
-        return False
+        return None
+    if image_ids.dtype.kind not in "iu" or category_ids.dtype.kind not in "iu":
+        if len(results):
+            return None
+        image_ids, category_ids = image_ids.astype(np.int64), category_ids.astype(np.int64)
     if gt is not None:
-        if not image_ids <= {img["id"] for img in gt["images"]}:
-            return False
-        if not category_ids <= {c["id"] for c in gt["categories"]}:
-            return False
-    return True
+        if not np.isin(np.unique(image_ids), [img["id"] for img in gt["images"]]).all():
+            return None
+        if not np.isin(np.unique(category_ids), [c["id"] for c in gt["categories"]]).all():
+            return None
+    return coco_numpy.Detections(image_ids, category_ids, boxes, scores)
 
 
 @dataclass
@@ -216,20 +235,31 @@ def evaluate(
     Args:
         gt: a COCO dict, a COCO json path, or a ``DatasetIndex`` (``coco_ground_truth``).
         results: COCO results (list or file).
-        backend: "pycocotools", "faster-coco-eval", or "auto" (the latter when installed).
+        backend: "numpy" (and "auto"), "pycocotools" or "faster-coco-eval": the same numbers.
     """
     if isinstance(gt, DatasetIndex):
         gt = coco_ground_truth(gt)
     elif not isinstance(gt, Mapping):
         gt = read_json(Path(gt))
     if not isinstance(results, list):
-        results = load_results(results, gt)
+        results, arrays = _load_checked(Path(results), gt)
     else:
-        check_results(results, "results", gt)
+        arrays = check_results(results, "results", gt)
+    return _evaluate(gt, results, arrays, backend)
+
+
+def _evaluate(gt: Mapping, results: list[dict], arrays: coco_numpy.Detections, backend: str) -> CocoEvaluation:
+    """``evaluate`` of checked results (``arrays``: the same, as ``check_results`` returns them)."""
     backend = _choose(backend)
     names = [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
     if not results:
         return _no_detections(gt, names, backend)
+    if backend == "numpy":
+        numbers = coco_numpy.evaluate(gt, arrays)
+        return CocoEvaluation(stats=dict(zip(STAT_NAMES, (float(v) for v in numbers.stats))),
+                              per_class=_per_class(numbers.precision, names), precision=numbers.precision,
+                              iou_thresholds=numbers.iou_thresholds, recall_thresholds=numbers.recall_thresholds,
+                              class_names=names, backend=backend)
     if backend == "faster-coco-eval":
         from faster_coco_eval import COCO, COCOeval_faster
 
@@ -270,8 +300,8 @@ def evaluate_file(gt: str | Path, predictions: str | Path, *, backend: str = "au
     from detkit.data.coco import load_coco
 
     index = load_coco(gt, images=False)
-    results = load_results(predictions, index.coco)
-    evaluation = evaluate(index, results, backend=backend)
+    results, arrays = _load_checked(Path(predictions), index.coco)
+    evaluation = _evaluate(coco_ground_truth(index), results, arrays, backend)
     if errors:
         from detkit.evaluation.errors import analyse
 
@@ -282,13 +312,7 @@ def evaluate_file(gt: str | Path, predictions: str | Path, *, backend: str = "au
 def _choose(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend != "auto":
-        return backend
-    try:
-        import faster_coco_eval  # noqa: F401
-    except ImportError:
-        return "pycocotools"
-    return "faster-coco-eval"
+    return "numpy" if backend == "auto" else backend
 
 
 def _copy_for_coco(gt: Mapping) -> dict:

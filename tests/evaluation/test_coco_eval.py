@@ -19,7 +19,7 @@ from detkit.evaluation import (
 )
 from tests.conftest import shared_path
 
-BACKENDS = ["pycocotools", "faster-coco-eval"]
+BACKENDS = ["numpy", "pycocotools", "faster-coco-eval"]
 PEERS = {  # name: (ground truth, results)
     "cocoapi_fake100": ("cocoapi_fake100/instances_val2014_100.json",
                         "cocoapi_fake100/instances_val2014_fakebbox100_results.json"),
