@@ -4,7 +4,7 @@ On the deterministic 2,000-image case of tools/bench_eval.py (80 categories, ~16
 ~103k detections), two measurements:
 
 1. In one process, from the loaded lists: COCO evaluation alone (detkit's default backend,
-   faster-coco-eval), detkit's TIDE breakdown (``errors.tide``), the full analysis
+   numpy; and faster-coco-eval), detkit's TIDE breakdown (``errors.tide``), the full analysis
    (``errors.analyse``: TIDE + per-class AP, confusion, crowding, sizes), and tidecv on the same
    lists when installed (its dAPs must agree). Target (issue 18): the analysis costs at most
    2x the COCO evaluation.
@@ -87,11 +87,13 @@ def main() -> None:
           f"median of {args.repeats} runs")
 
     print("\n1. in process, from the loaded lists")
-    routes = {"COCO evaluation (faster-coco-eval)": lambda: evaluate(gt, results),
+    base_name = "COCO evaluation (numpy, the default)"
+    routes = {base_name: lambda: evaluate(gt, results),
+              "COCO evaluation (faster-coco-eval)": lambda: evaluate(gt, results, backend="faster-coco-eval"),
               "detkit errors.tide": lambda: errors.tide(gt, results),
               "detkit errors.analyse (everything)": lambda: errors.analyse(gt, results)}
     times = timed(routes, args.repeats)
-    base = times["COCO evaluation (faster-coco-eval)"]
+    base = times[base_name]
     for name, seconds in times.items():
         print(f"  {name:40} {seconds:7.2f} s   {seconds / base:5.2f}x the COCO evaluation")
     if not args.no_tidecv:

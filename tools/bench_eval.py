@@ -7,6 +7,7 @@ the 12 numbers:
   pycocotools            COCO.loadRes + COCOeval evaluate/accumulate/summarize, by hand
   detkit (pycocotools)   detkit.evaluation.evaluate(..., backend="pycocotools")
   detkit (faster)        detkit.evaluation.evaluate(..., backend="faster-coco-eval")
+  detkit (numpy)         detkit.evaluation.evaluate(...): the default, detkit.evaluation.coco_numpy
 and checks that every route gives the same 12 numbers.
 
 Usage: python tools/bench_eval.py [--images 2000] [--repeats 3]
@@ -84,6 +85,7 @@ def main() -> None:
         "pycocotools (plain)": lambda: plain_pycocotools(gt, results),
         "detkit, backend pycocotools": lambda: detkit("pycocotools"),
         "detkit, backend faster-coco-eval": lambda: detkit("faster-coco-eval"),
+        "detkit, backend numpy (default)": lambda: detkit("numpy"),
     }
     times, stats = {}, {}
     for name, run in routes.items():

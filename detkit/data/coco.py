@@ -7,8 +7,6 @@ json by line and column, an annotation by its id. Boxes are COCO's ``[x, y, w, h
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 from pathlib import Path
@@ -78,8 +76,6 @@ def load_coco(json_path: str | Path, image_root: str | Path | None = None, *, im
             image or category does not exist or whose bbox is not 4 numbers (by
             annotation id), an image path escaping the image root.
     """
-    from pycocotools.coco import COCO
-
     json_path = Path(json_path)
     data = read_json(json_path)
     where = str(json_path)
@@ -91,46 +87,54 @@ def load_coco(json_path: str | Path, image_root: str | Path | None = None, *, im
         root = Path(image_root)
     else:
         root = find_image_root(json_path, data) if images else json_path.parent
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        coco = COCO()
-        coco.dataset = data
-        coco.createIndex()
-
     categories = [Category(int(c["id"]), str(c["name"])) for c in sorted(data["categories"], key=lambda c: c["id"])]
     label_of = {c.id: label for label, c in enumerate(categories)}
     issues = DataIssues(where)
-    records = []
-    for image_id in sorted(coco.imgs):
-        info = coco.imgs[image_id]
+    # the images by id; each image's annotations in file order (as pycocotools' imgToAnns)
+    images_by_id = sorted(data["images"], key=lambda img: img["id"])
+    anns = data["annotations"]
+    ann_image = np.array([a["image_id"] for a in anns], dtype=np.int64)
+    order = np.argsort(ann_image, kind="stable")
+    ids = np.array([img["id"] for img in images_by_id], dtype=np.int64)
+    first = np.searchsorted(ann_image[order], ids, side="left")
+    last = np.searchsorted(ann_image[order], ids, side="right")
+    present, sizes = [], []
+    for info in images_by_id:
+        image_id = info["id"]
         path = resolve_under(root, info["file_name"], f"{where}: image {image_id}")
-        if images and not path.is_file():
-            issues.add("missing image", f"image {image_id} {path}")
-            continue
-        anns = coco.imgToAnns.get(image_id, [])
-        boxes = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
-        boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
         width, height = int(info.get("width") or 0), int(info.get("height") or 0)
         if images:
+            if not path.is_file():
+                issues.add("missing image", f"image {image_id} {path}")
+                present.append(None)
+                continue
             width, height = real_size(path, width, height, f"image {image_id} {path}", issues)
-        keep = clean_boxes(boxes, width, height, [f"annotation {a['id']} of image {image_id}" for a in anns], issues)
-        anns = [a for a, k in zip(anns, keep) if k]
-        records.append(
-            ImageRecord(
-                image_id=int(image_id),
-                path=path,
-                file_name=info["file_name"],
-                width=width,
-                height=height,
-                boxes=boxes[keep],
-                labels=np.array([label_of[a["category_id"]] for a in anns], dtype=np.int64),
-                iscrowd=np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool),
-                areas=np.array([a.get("area", 0.0) for a in anns], dtype=np.float64),
-                annotation_ids=np.array([a["id"] for a in anns], dtype=np.int64),
-            )
-        )
-    for record in records:  # sources without "area": the box's
-        missing = record.areas <= 0
-        record.areas[missing] = _box_areas(record.boxes[missing])
+        present.append(path)
+        sizes.append((width, height))
+    kept = np.array([p is not None for p in present], dtype=bool)
+    # the annotations of the images kept, image by image, checked all at once
+    rows = order[np.repeat(kept, last - first)]
+    counts = (last - first)[kept]
+    boxes = np.array([anns[i]["bbox"] for i in rows], dtype=np.float64).reshape(-1, 4)
+    boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
+    size = np.repeat(np.array(sizes, dtype=np.int64).reshape(-1, 2), counts, axis=0)
+    keep = clean_boxes(boxes, size[:, 0], size[:, 1],
+                       lambda i: f"annotation {anns[rows[i]]['id']} of image {anns[rows[i]]['image_id']}", issues)
+    rows, boxes = rows[keep], boxes[keep]
+    labels = np.array([label_of[anns[i]["category_id"]] for i in rows], dtype=np.int64)
+    crowd = np.array([bool(anns[i].get("iscrowd", 0)) for i in rows], dtype=bool)
+    areas = np.array([anns[i].get("area", 0.0) for i in rows], dtype=np.float64)
+    ann_ids = np.array([anns[i]["id"] for i in rows], dtype=np.int64)
+    missing = areas <= 0  # sources without "area": the box's
+    areas[missing] = _box_areas(boxes[missing])
+    per_image = np.bincount(np.repeat(np.arange(len(counts)), counts)[keep], minlength=len(counts))
+    bounds = np.r_[0, np.cumsum(per_image)]
+    records = []
+    for j, (info, path) in enumerate((i, p) for i, p in zip(images_by_id, present) if p is not None):
+        s = slice(bounds[j], bounds[j + 1])
+        records.append(ImageRecord(image_id=int(info["id"]), path=path, file_name=info["file_name"],
+                                   width=sizes[j][0], height=sizes[j][1], boxes=boxes[s], labels=labels[s],
+                                   iscrowd=crowd[s], areas=areas[s], annotation_ids=ann_ids[s]))
     issues.log()
     return DatasetIndex(records, categories, root, where, "coco", issues, coco=data)
 

@@ -157,46 +157,56 @@ def real_size(path: Path, width: int, height: int, where: str, issues: DataIssue
 
 
 def clean_boxes(
-    boxes: np.ndarray, width: int, height: int, where: list[str], issues: DataIssues
+    boxes: np.ndarray, width, height, where, issues: DataIssues
 ) -> np.ndarray:
     """Which boxes to keep, after clipping them to the image in place.
 
     Boxes with a non-finite coordinate or no area are dropped; boxes reaching outside the
     image are clipped (dropped if nothing is left). Each case is counted in ``issues`` with
-    ``where[i]`` (e.g. "annotation 17 of image 9") as its example.
+    ``where(i)`` or ``where[i]`` (e.g. "annotation 17 of image 9") as its example.
 
     Args:
         boxes (float64[N, 4]): xyxy, modified in place by the clipping.
-        width, height: the image size; 0 means unknown (no clipping).
+        width, height: the image size, or each box's image's (arrays of N); 0 means unknown
+            (no clipping).
+        where: a list of N names, or a function from a box's index to its name (built only
+            for the boxes reported).
 
     Returns:
         bool[N]: the boxes to keep.
     """
-    keep = np.ones(len(boxes), dtype=bool)
-    if width and height and len(boxes):
-        # overhangs below a pixel are rounding in the source (COCO has many): clip them quietly
-        upper = np.array([width, height, width, height], dtype=np.float64)
-        slight = np.abs(boxes - np.clip(boxes, 0, upper)).max(axis=1) <= 1.0
-        boxes[slight] = np.clip(boxes[slight], 0, upper)
+    n = len(boxes)
+    keep = np.ones(n, dtype=bool)
+    if not n:
+        return keep
+    width = np.broadcast_to(np.asarray(width, dtype=np.float64), (n,))
+    height = np.broadcast_to(np.asarray(height, dtype=np.float64), (n,))
+    sized = (width > 0) & (height > 0)
+    upper = np.stack([width, height, width, height], axis=1)
+    # overhangs below a pixel are rounding in the source (COCO has many): clip them quietly
+    with np.errstate(invalid="ignore"):
+        slight = sized & (np.abs(boxes - np.clip(boxes, 0, upper)).max(axis=1) <= 1.0)
+    boxes[slight] = np.clip(boxes[slight], 0, upper[slight])
     finite = np.isfinite(boxes).all(axis=1)
-    suspect = ~finite | (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-    if width and height:
-        suspect |= (boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > width) | (boxes[:, 3] > height)
+    with np.errstate(invalid="ignore"):
+        suspect = ~finite | (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]) | (sized & (
+            (boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > width) | (boxes[:, 3] > height)))
+    name = where if callable(where) else where.__getitem__
     for i in np.flatnonzero(suspect):  # the common case, every box fine, loops over nothing
-        box = boxes[i]
+        box, w, h = boxes[i], int(width[i]), int(height[i])
         if not finite[i]:
-            issues.add("non-finite box", f"{where[i]} {box.tolist()}")
+            issues.add("non-finite box", f"{name(i)} {box.tolist()}")
             keep[i] = False
         elif box[2] <= box[0] or box[3] <= box[1]:
-            issues.add("empty box", f"{where[i]} (width {box[2] - box[0]:g}, height {box[3] - box[1]:g})")
+            issues.add("empty box", f"{name(i)} (width {box[2] - box[0]:g}, height {box[3] - box[1]:g})")
             keep[i] = False
-        elif width and height and (box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height):
-            clipped = np.clip(box, 0, [width, height, width, height])
+        else:
+            clipped = np.clip(box, 0, [w, h, w, h])
             if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
-                issues.add("box outside image", f"{where[i]} {box.tolist()} in {width}x{height}")
+                issues.add("box outside image", f"{name(i)} {box.tolist()} in {w}x{h}")
                 keep[i] = False
             else:
-                issues.add("box clipped to image", f"{where[i]} {box.tolist()} in {width}x{height}")
+                issues.add("box clipped to image", f"{name(i)} {box.tolist()} in {w}x{h}")
                 boxes[i] = clipped
     return keep
 

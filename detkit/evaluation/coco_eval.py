@@ -305,7 +305,7 @@ def evaluate_file(gt: str | Path, predictions: str | Path, *, backend: str = "au
     if errors:
         from detkit.evaluation.errors import analyse
 
-        evaluation.extra["errors"] = analyse(coco_ground_truth(index), results)
+        evaluation.extra["errors"] = analyse(coco_ground_truth(index), arrays)
     return evaluation
 
 

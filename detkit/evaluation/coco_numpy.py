@@ -121,8 +121,8 @@ def evaluate(gt: Mapping, results: Sequence[Mapping] | Detections) -> CocoNumber
     d_key = d_cat[inside] * n_images + d_image[inside]
     order = inside[np.lexsort((-dets.scores[inside], d_key))]
     d_key = d_cat[order] * n_images + d_image[order]
-    starts = np.flatnonzero(np.r_[True, d_key[1:] != d_key[:-1]]) if len(order) else np.zeros(0, dtype=np.int64)
-    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    starts, sizes = segments(d_key) if len(order) else (np.zeros(0, dtype=np.int64),) * 2
+    rank = np.arange(len(order)) - np.repeat(starts, sizes)
     top = rank < MAX_DETS[-1]
     order, d_key, rank = order[top], d_key[top], rank[top]
     d_box, d_score = dets.boxes[order], dets.scores[order]
@@ -150,19 +150,31 @@ def _positions(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.
     return at.astype(np.int64), sorted_ids[at] == ids
 
 
+def group_pairs(a_group: np.ndarray, b_group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(int64[P], int64[P]): every (i, j) with ``a_group[i] == b_group[j]``, ordered by i, then j."""
+    order = np.argsort(b_group, kind="stable")
+    first = np.searchsorted(b_group[order], a_group, side="left")
+    count = np.searchsorted(b_group[order], a_group, side="right") - first
+    pa = np.repeat(np.arange(len(a_group)), count)
+    offset = np.arange(len(pa)) - np.repeat(np.cumsum(count) - count, count)
+    return pa, order[first[pa] + offset]
+
+
+def segments(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, sizes) of the runs of equal keys in a non-empty sorted array (``reduceat``'s indices)."""
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    return starts, np.diff(np.r_[starts, len(sorted_keys)])
+
+
 def _match(d_key, d_box, rank, g_key, g_box, g_crowd, ignored) -> np.ndarray:
     """pycocotools' greedy matching of every group at once: int64[A, T, D], the object (row of
     the grouped objects) each detection takes per area range and IoU threshold, -1 for none."""
     n_area, n_iou = ignored.shape[0], len(IOU_THRESHOLDS)
     match = np.full((n_area, n_iou, len(d_key)), -1, dtype=np.int64)
-    first = np.searchsorted(g_key, d_key, side="left")
-    count = np.searchsorted(g_key, d_key, side="right") - first
-    if not count.sum():
-        return match
     # every (detection, object of its group) pair, by detection rank, then detection, then object
-    pair_det = np.repeat(np.arange(len(d_key)), count)
-    offset = np.arange(len(pair_det)) - np.repeat(np.cumsum(count) - count, count)
-    pair_gt = first[pair_det] + offset
+    pair_det, pair_gt = group_pairs(d_key, g_key)
+    if not len(pair_det):
+        return match
     steps = np.argsort(rank[pair_det], kind="stable")
     pair_det, pair_gt = pair_det[steps], pair_gt[steps]
     pair_iou = box_iou(d_box[pair_det], g_box[pair_gt], g_crowd[pair_gt])
@@ -175,8 +187,7 @@ def _match(d_key, d_box, rank, g_key, g_box, g_crowd, ignored) -> np.ndarray:
         if s.start == s.stop:
             continue
         det, gt, iou = pair_det[s], pair_gt[s], pair_iou[s]
-        seg = np.flatnonzero(np.r_[True, det[1:] != det[:-1]])  # one segment per detection
-        size = np.diff(np.r_[seg, len(det)])
+        seg, size = segments(det)  # one per detection
         eligible = (iou[None, None, :] >= thresholds) & (~used[:, :, gt] | g_crowd[gt][None, None, :])
         counted = ~ignored[:, gt][:, None, :]
         # objects not ignored first: ignored ones only where no counted one is eligible
@@ -211,7 +222,7 @@ def _accumulate(d_cat, d_image, rank, score, tps, fps, positives) -> tuple[np.nd
         if not len(areas):
             continue
         n = positives[areas, k].astype(np.float64)
-        least = _least_counts(n)  # int64[a, R]
+        least = least_counts(n)  # int64[a, R]
         mine = slice(bounds[k], bounds[k + 1])
         tps_k, fps_k = tps[areas, :, mine], fps[areas, :, mine]
         for m, max_det in enumerate(MAX_DETS):
@@ -237,11 +248,11 @@ def _accumulate(d_cat, d_image, rank, score, tps, fps, positives) -> tuple[np.nd
     return precision, recall
 
 
-def _least_counts(n: np.ndarray) -> np.ndarray:
+def least_counts(n: np.ndarray, points: np.ndarray = RECALL_THRESHOLDS) -> np.ndarray:
     """int64[len(n), R]: for each object count n and recall point r, the least integer c with
     c / n >= r as float64 division (the test pycocotools' searchsorted makes on tp / n)."""
-    guess = np.maximum(np.floor(RECALL_THRESHOLDS[None, :] * n[:, None]) - 1, 0)
-    steps = sum(((guess + i) / n[:, None] < RECALL_THRESHOLDS[None, :]) for i in range(4))
+    guess = np.maximum(np.floor(points[None, :] * n[:, None]) - 1, 0)
+    steps = sum(((guess + i) / n[:, None] < points[None, :]) for i in range(4))
     return (guess + steps).astype(np.int64)
 
 

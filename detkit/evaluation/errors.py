@@ -26,7 +26,9 @@ lies inside a crowd region of its class (intersection over its own area > 0.5) i
 the AP, though still given an error. IoU is pycocotools' (``pycocotools.mask.iou``), the one
 COCO evaluation uses. Tests hold every dAP to ``tidecv``'s.
 
-numpy and pycocotools only: importing this module imports neither torch nor detkit's data stack.
+Every image is matched at once (the greedy steps run over the detections' rank within their
+image, all images together), so the whole analysis costs less than the COCO evaluation.
+numpy only: importing this module imports neither torch nor detkit's data stack.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
-from pycocotools import mask as mask_utils
+
+from detkit.evaluation.coco_numpy import Detections, box_iou, group_pairs, least_counts as _least_counts, segments
 
 ERRORS = ("cls", "loc", "both", "dupe", "bkg", "miss")  # TIDE's order
 SPECIAL = ("fp", "fn")
@@ -80,6 +83,16 @@ class Matching:
     density: np.ndarray
     pos_threshold: float
     background_threshold: float
+    # every (detection, object of its image) pair, any class, by detection: for the breakdowns
+    pair_det: np.ndarray = field(default=None, repr=False)
+    pair_gt: np.ndarray = field(default=None, repr=False)
+    pair_iou: np.ndarray = field(default=None, repr=False)
+    by_score: np.ndarray = field(default=None, repr=False)  # the detections by descending score (stable)
+
+    def score_order(self, keep: np.ndarray) -> np.ndarray:
+        """The detections ``keep`` selects (bool[D]), by descending score (stable), as indices
+        into the selection: ``per_class_ap``'s ``by_score`` for arrays indexed by ``keep``."""
+        return (np.cumsum(keep) - 1)[self.by_score[keep[self.by_score]]]
 
 
 @dataclass
@@ -111,9 +124,10 @@ class ErrorBreakdown:
                 f"special dAP {special}")
 
 
-def match(gt: Mapping, results: Sequence[Mapping], *, pos_threshold: float = 0.5,
+def match(gt: Mapping, results: Sequence[Mapping] | Detections, *, pos_threshold: float = 0.5,
           background_threshold: float = 0.1, max_dets: int = 100) -> Matching:
-    """Match ``results`` (COCO results: image_id, category_id, bbox xywh, score) to ``gt`` (a
+    """Match ``results`` (COCO results: image_id, category_id, bbox xywh, score; or their
+    ``coco_numpy.Detections``) to ``gt`` (a
     COCO dict) and give every unmatched detection its TIDE error (module docstring).
     Detections of images absent from ``gt`` are left out, as COCO evaluation does."""
     image_ids = [img["id"] for img in gt["images"]]
@@ -126,50 +140,41 @@ def match(gt: Mapping, results: Sequence[Mapping], *, pos_threshold: float = 0.5
     gt_image, gt_label, gt_box = ann_image[~crowd], ann_label[~crowd], ann_box[~crowd]
     crowd_image, crowd_label, crowd_box = ann_image[crowd], ann_label[crowd], ann_box[crowd]
 
-    det_image, det_label, det_score, det_box = _detections(results, rank, max_dets)
+    det_image, det_label, det_score, det_box = _detections(results, image_ids, max_dets)
     n_det, n_gt = len(det_image), len(gt_image)
-    tp = np.zeros(n_det, dtype=bool)
-    ignored = np.zeros(n_det, dtype=bool)
     error = np.full(n_det, NONE, dtype=np.int64)
     target = np.full(n_det, -1, dtype=np.int64)
-    matched = np.full(n_det, -1, dtype=np.int64)
-    gt_tp = np.zeros(n_gt, dtype=bool)
-    density = np.zeros(n_gt, dtype=np.float64)
 
-    crowd_order = np.argsort(crowd_image, kind="stable")
-    crowd_bounds = _bounds(crowd_image[crowd_order], len(image_ids))
-    for i, d, g in _images(det_image, gt_image, len(image_ids)):
-        if len(g) > 1:
-            density[g] = _densities(gt_box[g])
-        if d.start == d.stop:
-            continue
-        labels = det_label[d]
-        if len(g):
-            iou = np.asarray(mask_utils.iou(det_box[d], gt_box[g], np.zeros(len(g), dtype=np.uint8)))
-            same = labels[:, None] == gt_label[g][None, :]
-            class_iou = iou * same
-            taken = _greedy(class_iou, pos_threshold)
-            hit = taken >= 0
-            tp[d.start + np.flatnonzero(hit)] = True
-            matched[d.start + np.flatnonzero(hit)] = g[taken[hit]]
-            gt_tp[g[taken[hit]]] = True
-        else:
-            taken = np.full(d.stop - d.start, -1)
-        free = taken < 0
-        c = crowd_order[crowd_bounds[i]:crowd_bounds[i + 1]]
-        if len(c) and free.any():
-            inside = np.asarray(mask_utils.iou(det_box[d], crowd_box[c], np.ones(len(c), dtype=np.uint8)))
-            inside = (inside > pos_threshold) & (labels[:, None] == crowd_label[c][None, :])
-            ignored[d.start + np.flatnonzero(free & inside.any(axis=1))] = True
-        rows = np.flatnonzero(free)
-        if not len(rows):
-            continue
-        if not len(g):
-            error[d.start + rows] = _CODE["bkg"]
-            continue
-        error[d.start + rows], pointed = _classify(iou[rows], same[rows], gt_tp[g], pos_threshold,
-                                                   background_threshold)
-        target[d.start + rows] = np.where(pointed >= 0, g[np.maximum(pointed, 0)], -1)
+    # every (detection, object of its image) pair: by detection, the objects in file order
+    pd, pg = group_pairs(det_image, gt_image)
+    iou = box_iou(det_box[pd], gt_box[pg], np.zeros(len(pd), dtype=bool))
+    same = det_label[pd] == gt_label[pg]
+    matched = _greedy(pd, pg, np.where(same, iou, 0.0), _rank_in_image(det_image), n_det, n_gt, pos_threshold)
+    tp = matched >= 0
+    gt_tp = np.zeros(n_gt, dtype=bool)
+    gt_tp[matched[tp]] = True
+
+    # an unmatched detection inside a crowd region of its class is left out of the AP
+    cd, cc = group_pairs(det_image, crowd_image)
+    inside = (box_iou(det_box[cd], crowd_box[cc], np.ones(len(cd), dtype=bool)) > pos_threshold) & (
+        det_label[cd] == crowd_label[cc])
+    ignored = np.zeros(n_det, dtype=bool)
+    ignored[cd[inside]] = True
+    ignored &= ~tp
+
+    # the unmatched detections' errors: on an image without objects, background
+    error[~tp & (np.bincount(pd, minlength=n_det) == 0)] = _CODE["bkg"]
+    rows = ~tp[pd]
+    if rows.any():
+        dets, codes, pointed = _classify(pd[rows], pg[rows], iou[rows], same[rows], gt_tp, pos_threshold,
+                                         background_threshold)
+        error[dets], target[dets] = codes, pointed
+
+    density = np.zeros(n_gt, dtype=np.float64)  # each object's highest IoU with another of its image
+    ga, gb = group_pairs(gt_image, gt_image)
+    other = ga != gb
+    ga, gb = ga[other], gb[other]
+    np.maximum.at(density, ga, box_iou(gt_box[ga], gt_box[gb], np.zeros(len(ga), dtype=bool)))
 
     usable = np.zeros(n_gt, dtype=bool)
     pointing = target[target >= 0]
@@ -177,7 +182,7 @@ def match(gt: Mapping, results: Sequence[Mapping], *, pos_threshold: float = 0.5
     gt_area = gt_box[:, 2] * gt_box[:, 3]
     return Matching(image_ids, det_image, det_label, det_score, det_box, tp, ignored, error, target, matched,
                     gt_image, gt_label, gt_box, gt_area, gt_tp, ~gt_tp & ~usable, density, pos_threshold,
-                    background_threshold)
+                    background_threshold, pd, pg, iou, np.argsort(-det_score, kind="stable"))
 
 
 def tide(gt: Mapping, results: Sequence[Mapping], *, pos_threshold: float = 0.5,
@@ -192,19 +197,21 @@ def breakdown(m: Matching) -> ErrorBreakdown:
     classes = np.unique(np.concatenate([m.gt_label, m.det_label[~m.ignored]]))
     positives = _count(m.gt_label, classes)
     scored = ~m.ignored  # the detections in the AP
-    ap = mean_ap(m.det_label[scored], m.det_score[scored], m.tp[scored], classes, positives)
+    order = m.score_order(scored)
+    ap = mean_ap(m.det_label[scored], m.det_score[scored], m.tp[scored], classes, positives, by_score=order)
     delta = {}
     for name in ERRORS:
         if name == "miss":
             fixed = mean_ap(m.det_label[scored], m.det_score[scored], m.tp[scored], classes,
-                            positives - _count(m.gt_label[m.missed], classes))
+                            positives - _count(m.gt_label[m.missed], classes), by_score=order)
         else:
-            fixed = mean_ap(*_fixed(m, _CODE[name]), classes, positives)
+            keep, labels, tp = _fixed(m, _CODE[name])
+            fixed = mean_ap(labels, m.det_score[keep], tp, classes, positives, by_score=m.score_order(keep))
         delta[name] = max(fixed - ap, 0.0)
     perfect_precision = mean_ap(m.det_label[scored], m.tp[scored].astype(np.float64), m.tp[scored], classes,
                                 positives)
     perfect_recall = mean_ap(m.det_label[scored], m.det_score[scored], m.tp[scored], classes,
-                             _count(m.gt_label[m.gt_tp], classes))
+                             _count(m.gt_label[m.gt_tp], classes), by_score=order)
     counts = {name: int((m.error == _CODE[name]).sum()) for name in ERRORS if name != "miss"}
     counts["miss"] = int(m.missed.sum())
     return ErrorBreakdown(ap, delta, {"fp": perfect_precision - ap, "fn": perfect_recall - ap},
@@ -212,38 +219,55 @@ def breakdown(m: Matching) -> ErrorBreakdown:
 
 
 def mean_ap(labels: np.ndarray, scores: np.ndarray, tp: np.ndarray, classes: np.ndarray,
-            positives: np.ndarray) -> float:
+            positives: np.ndarray, *, by_score: np.ndarray | None = None) -> float:
     """TIDE's (and COCO's) 101-point AP averaged over ``classes`` that have detections or
     positives (int[K], aligned with ``classes``); a class with detections and no positives
-    counts as 0. Ties in score keep the given order."""
-    aps = per_class_ap(labels, scores, tp, classes, positives)
+    counts as 0. Ties in score keep the given order. ``by_score``: see ``per_class_ap``."""
+    aps = per_class_ap(labels, scores, tp, classes, positives, by_score=by_score)
     defined = aps[~np.isnan(aps)]
     return float(defined.mean()) if len(defined) else 0.0
 
 
 def per_class_ap(labels: np.ndarray, scores: np.ndarray, tp: np.ndarray, classes: np.ndarray,
-                 positives: np.ndarray) -> np.ndarray:
-    """float64[K]: the AP of each of ``classes``; NaN for a class with neither detections nor positives."""
-    order = np.lexsort((-scores, np.searchsorted(classes, labels)))
-    labels, tp = labels[order], tp[order]
-    bounds = np.searchsorted(labels, classes, side="left"), np.searchsorted(labels, classes, side="right")
-    out = np.full(len(classes), np.nan)
-    for k in range(len(classes)):
-        hits = tp[bounds[0][k]:bounds[1][k]]
-        if not len(hits) and positives[k] == 0:
-            continue
-        if positives[k] <= 0 or not len(hits):
-            out[k] = 0.0
-            continue
-        true = np.cumsum(hits)
-        precision = np.maximum.accumulate((true / np.arange(1, len(hits) + 1))[::-1])[::-1]
-        at = np.searchsorted(true / positives[k], RECALL_POINTS, side="left")
-        out[k] = np.where(at < len(hits), precision[np.minimum(at, len(hits) - 1)], 0.0).mean()
+                 positives: np.ndarray, *, by_score: np.ndarray | None = None) -> np.ndarray:
+    """float64[K]: the AP of each of ``classes``; NaN for a class with neither detections nor
+    positives. ``by_score``: the detections' order by descending score (stable), when the
+    caller knows it (``Matching.score_order``), which spares a sort."""
+    column = np.searchsorted(classes, labels)
+    if by_score is None:
+        order = np.lexsort((-scores, column))
+    else:
+        order = by_score[np.argsort(column[by_score], kind="stable")]
+    column, tp = column[order], tp[order]
+    first = np.searchsorted(column, np.arange(len(classes)), side="left")
+    count = np.searchsorted(column, np.arange(len(classes)), side="right") - first
+    out = np.where((count == 0) & (positives == 0), np.nan, 0.0)
+    scored = np.flatnonzero((count > 0) & (positives > 0))
+    if not len(scored):
+        return out
+    # per class: true positives so far, precision, its envelope (from the right)
+    cumulative, before = np.cumsum(tp), np.zeros(len(classes), dtype=np.int64)
+    before[count > 0] = cumulative[first[count > 0]] - tp[first[count > 0]]
+    true = cumulative - np.repeat(before, count)  # int, restarting per class
+    precision = true / (np.arange(len(tp)) - np.repeat(first, count) + 1)
+    for k in scored:
+        run = slice(first[k], first[k] + count[k])
+        precision[run] = np.maximum.accumulate(precision[run][::-1])[::-1]
+    # the first detection whose recall true / positives reaches each point, every class at once:
+    # on the integer counts (recall >= r exactly when true >= the least such count), each class's
+    # run of counts offset so that the runs stay apart in one sorted array
+    width = count.max() + 2
+    keys = true + np.repeat(np.arange(len(classes)) * width, count)
+    least = _least_counts(positives[scored].astype(np.float64), RECALL_POINTS)
+    wanted = scored[:, None] * width + np.minimum(least, width - 1)
+    at = np.searchsorted(keys, wanted, side="left")
+    found = at < (first + count)[scored][:, None]
+    out[scored] = np.where(found, precision[np.minimum(at, len(tp) - 1)], 0.0).mean(axis=1)
     return out
 
 
 def _fixed(m: Matching, code: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(labels, scores, tp) of the AP's detections once the oracle fixed every error ``code``:
+    """(which detections, bool[D]; their labels; tp) of the AP once the oracle fixed every error ``code``:
     cls and loc errors become true positives of the object they point at (only the first,
     i.e. highest-scoring, per free object; the rest go), the other errors go."""
     keep = ~m.ignored & (m.error != code)
@@ -261,79 +285,84 @@ def _fixed(m: Matching, code: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         keep[fixed] = True
         tp[fixed] = True
         labels[fixed] = m.gt_label[m.target[fixed]]
-    return labels[keep], m.det_score[keep], tp[keep]
+    return keep, labels[keep], tp[keep]
 
 
-def _classify(iou: np.ndarray, same: np.ndarray, taken: np.ndarray, pos: float,
-              background: float) -> tuple[np.ndarray, np.ndarray]:
-    """(error codes, the object each cls or loc error points at or -1) of unmatched detections'
-    IoU rows (R, G) with an image's objects, in TIDE's order of tests."""
-    rows = np.arange(len(iou))
-    class_iou, other_iou = iou * same, iou * ~same
-    best_same, best_other = class_iou.argmax(axis=1), other_iou.argmax(axis=1)
-    same_iou, other_best = class_iou[rows, best_same], other_iou[rows, best_other]
+def _classify(det: np.ndarray, gt: np.ndarray, iou: np.ndarray, same: np.ndarray, taken: np.ndarray, pos: float,
+              background: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(detections, their error codes, the object each cls or loc error points at or -1) from the
+    pairs (``det``, ``gt``, IoU, same class) of unmatched detections with their images' objects
+    (sorted by detection), ``taken``: the objects a detection matched; TIDE's order of tests."""
+    starts, sizes = segments(det)
+    class_iou, other_iou = np.where(same, iou, 0.0), np.where(same, 0.0, iou)
+    same_iou, best_same = _segment_max(class_iou, starts, sizes)
+    other_best, best_other = _segment_max(other_iou, starts, sizes)
     loc = (same_iou >= background) & (same_iou <= pos)
     cls = ~loc & (other_best >= pos)
-    dupe = ~loc & ~cls & ((class_iou * taken[None, :]).max(axis=1) >= pos)
-    bkg = ~loc & ~cls & ~dupe & (iou.max(axis=1) <= background)
+    dupe = ~loc & ~cls & (np.maximum.reduceat(np.where(taken[gt], class_iou, 0.0), starts) >= pos)
+    bkg = ~loc & ~cls & ~dupe & (np.maximum.reduceat(iou, starts) <= background)
     codes = np.select([loc, cls, dupe, bkg], [_CODE["loc"], _CODE["cls"], _CODE["dupe"], _CODE["bkg"]],
                       _CODE["both"])
-    pointed = np.select([loc, cls], [best_same, best_other], -1)
-    return codes, pointed
+    pointed = np.select([loc, cls], [gt[best_same], gt[best_other]], -1)
+    return det[starts], codes, pointed
 
 
-def _greedy(class_iou: np.ndarray, pos: float) -> np.ndarray:
-    """int64[D]: the object each detection (rows, in descending score) takes, or -1: the free
-    object of its class it overlaps most, at IoU >= ``pos`` (first on ties)."""
-    taken = np.full(len(class_iou), -1, dtype=np.int64)
-    candidates = np.flatnonzero(class_iou.max(axis=1) >= pos)
-    if not len(candidates):
+def _segment_max(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per segment: the largest value and the first position holding it (numpy's argmax rule)."""
+    best = np.maximum.reduceat(values, starts)
+    at = np.where(values == np.repeat(best, sizes), np.arange(len(values)), len(values))
+    return best, np.minimum.reduceat(at, starts)
+
+
+def _greedy(pd: np.ndarray, pg: np.ndarray, value: np.ndarray, step: np.ndarray, n_det: int, n_gt: int,
+            pos: float) -> np.ndarray:
+    """int64[n_det]: the object each detection takes, or -1, by the pairs (``pd``, ``pg``,
+    ``value``: their IoU, 0 where not allowed) sorted by detection: in the order of ``step``
+    (each detection's rank within its image), each takes the free object of highest value if it
+    reaches ``pos`` (the first on ties), every image at once."""
+    taken = np.full(n_det, -1, dtype=np.int64)
+    if not len(pd):
         return taken
-    free = class_iou[candidates].copy()
-    for row, r in enumerate(candidates):
-        j = int(free[row].argmax())
-        if free[row, j] >= pos:
-            taken[r] = j
-            free[:, j] = 0
+    order = np.argsort(step[pd], kind="stable")
+    pd, pg, value = pd[order], pg[order], value[order]
+    bounds = np.searchsorted(step[pd], np.arange(step[pd].max() + 2))
+    used = np.zeros(n_gt, dtype=bool)
+    for r in range(len(bounds) - 1):
+        s = slice(bounds[r], bounds[r + 1])
+        if s.start == s.stop:
+            continue
+        det, gt = pd[s], pg[s]
+        starts, sizes = segments(det)
+        best, at = _segment_max(np.where(used[gt], 0.0, value[s]), starts, sizes)
+        hit = best >= pos
+        taken[det[starts[hit]]] = gt[at[hit]]
+        used[gt[at[hit]]] = True
     return taken
 
 
-def _densities(boxes: np.ndarray) -> np.ndarray:
-    """Each box's highest IoU with another box of the set (the crowd density of issue 16)."""
-    iou = np.asarray(mask_utils.iou(boxes, boxes, np.zeros(len(boxes), dtype=np.uint8)))
-    np.fill_diagonal(iou, 0)
-    return iou.max(axis=1)
+def _rank_in_image(image: np.ndarray) -> np.ndarray:
+    """int64[D]: each detection's position within its image (``image`` sorted)."""
+    if not len(image):
+        return np.zeros(0, dtype=np.int64)
+    starts, sizes = segments(image)
+    return np.arange(len(image)) - np.repeat(starts, sizes)
 
 
-def _detections(results: Sequence[Mapping], rank: Mapping, max_dets: int):
-    """The results of known images as arrays, in image order then descending score (stable),
-    at most ``max_dets`` per image."""
-    known = [r for r in results if r["image_id"] in rank]
-    image = np.array([rank[r["image_id"]] for r in known], dtype=np.int64)
-    label = np.array([r["category_id"] for r in known], dtype=np.int64)
-    score = np.array([r["score"] for r in known], dtype=np.float64)
-    box = np.array([r["bbox"] for r in known], dtype=np.float64).reshape(-1, 4)
+def _detections(results: Sequence[Mapping] | Detections, image_ids: list, max_dets: int):
+    """The results (COCO results, or their arrays) of known images as arrays, in image order
+    (``image_ids``' order) then descending score (stable), at most ``max_dets`` per image."""
+    arrays = results if isinstance(results, Detections) else Detections.from_results(results)
+    known = np.array(image_ids)
+    sorter = np.argsort(known, kind="stable")
+    at = np.searchsorted(known, arrays.image_ids, sorter=sorter).clip(max=max(len(known) - 1, 0))
+    inside = np.flatnonzero(known[sorter[at]] == arrays.image_ids) if len(known) else np.zeros(0, dtype=np.int64)
+    image = sorter[at[inside]].astype(np.int64)
+    label = arrays.category_ids[inside].astype(np.int64)
+    score, box = arrays.scores[inside], arrays.boxes[inside].reshape(-1, 4)
     order = np.lexsort((-score, image))
     image, label, score, box = image[order], label[order], score[order], box[order]
-    starts = _bounds(image, len(rank))
-    within = np.arange(len(image)) - starts[image]
-    keep = within < max_dets
+    keep = _rank_in_image(image) < max_dets
     return image[keep], label[keep], score[keep], box[keep]
-
-
-def _images(det_image: np.ndarray, gt_image: np.ndarray, n: int):
-    """Per image index i < n: (i, its detections as a slice of ``det_image``, which is sorted
-    by image, and its objects' indices in the file's order)."""
-    det_bounds = _bounds(det_image, n)
-    gt_order = np.argsort(gt_image, kind="stable")
-    gt_bounds = _bounds(gt_image[gt_order], n)
-    for i in range(n):
-        yield i, slice(det_bounds[i], det_bounds[i + 1]), gt_order[gt_bounds[i]:gt_bounds[i + 1]]
-
-
-def _bounds(sorted_images: np.ndarray, n: int) -> np.ndarray:
-    """int64[n + 1]: where each image's run starts in an array sorted by image index."""
-    return np.searchsorted(sorted_images, np.arange(n + 1), side="left")
 
 
 def _count(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -375,7 +404,7 @@ def by_bucket(m: Matching, object_bucket: np.ndarray, detection_bucket: np.ndarr
         if len(classes):
             known = scored & np.isin(m.det_label, classes)
             aps = per_class_ap(m.det_label[known], m.det_score[known], m.tp[known], classes,
-                               _count(m.gt_label[inside], classes))
+                               _count(m.gt_label[inside], classes), by_score=m.score_order(known))
             ap = float(np.nanmean(aps))
         n, hit = int(inside.sum()), int((inside & m.gt_tp).sum())
         rows.append({"bucket": name, "objects": n, "matched": hit, "recall": hit / n if n else None,
@@ -403,7 +432,8 @@ def per_class(m: Matching) -> dict[int, float]:
     objects or detections."""
     scored = ~m.ignored
     classes = np.unique(np.concatenate([m.gt_label, m.det_label[scored]]))
-    aps = per_class_ap(m.det_label[scored], m.det_score[scored], m.tp[scored], classes, _count(m.gt_label, classes))
+    aps = per_class_ap(m.det_label[scored], m.det_score[scored], m.tp[scored], classes, _count(m.gt_label, classes),
+                       by_score=m.score_order(scored))
     return {int(c): float(a) for c, a in zip(classes, aps)}
 
 
@@ -414,42 +444,40 @@ def confusion(m: Matching, categories: Sequence[int], score_threshold: float = C
     matched class-agnostically: each, in descending score per image, takes the free object it
     overlaps most at IoU >= the matching's threshold."""
     k = len(categories)
-    column = {c: i for i, c in enumerate(categories)}
     out = np.zeros((k + 1, k + 1), dtype=np.int64)
-    shown = np.flatnonzero((m.det_score >= score_threshold) & ~m.ignored)
+    keep = (m.det_score >= score_threshold) & ~m.ignored
+    shown = np.flatnonzero(keep)
+    pairs = keep[m.pair_det]
+    pd = (np.cumsum(keep) - 1)[m.pair_det[pairs]]  # as indices into ``shown``
+    taken = _greedy(pd, m.pair_gt[pairs], m.pair_iou[pairs], _rank_in_image(m.det_image[shown]), len(shown),
+                    len(m.gt_image), m.pos_threshold)
+    hit = taken >= 0
+    column = _columns(categories)
+    np.add.at(out, (column(m.gt_label[taken[hit]]), column(m.det_label[shown[hit]])), 1)
+    np.add.at(out, (k, column(m.det_label[shown[~hit]])), 1)
     taken_any = np.zeros(len(m.gt_image), dtype=bool)
-    for _, rows, g in _images(m.det_image[shown], m.gt_image, len(m.image_ids)):
-        d = shown[rows]
-        if not len(d):
-            continue
-        taken = np.full(len(d), -1)
-        if len(g):
-            iou = np.asarray(mask_utils.iou(m.det_box[d], m.gt_box[g], np.zeros(len(g), dtype=np.uint8)))
-            taken = _greedy(iou, m.pos_threshold)
-        hit = taken >= 0
-        np.add.at(out, ([column[c] for c in m.gt_label[g[taken[hit]]]], [column[c] for c in m.det_label[d[hit]]]), 1)
-        np.add.at(out, (k, [column[c] for c in m.det_label[d[~hit]]]), 1)
-        taken_any[g[taken[hit]]] = True
-    np.add.at(out, ([column[c] for c in m.gt_label[~taken_any]], k), 1)
+    taken_any[taken[hit]] = True
+    np.add.at(out, (column(m.gt_label[~taken_any]), k), 1)
     return out
+
+
+def _columns(categories: Sequence[int]):
+    """category ids -> their positions in ``categories``, as a vectorised function."""
+    ids = np.asarray(categories)
+    sorter = np.argsort(ids, kind="stable")
+    return lambda labels: sorter[np.searchsorted(ids, labels, sorter=sorter)]
 
 
 def covered(m: Matching, results: Sequence[Mapping]) -> np.ndarray:
     """bool[G]: the objects some box of ``results`` (COCO results) of their class overlaps at
     IoU >= the matching's threshold. The one definition of "covered" (the compare nms suite's
     recoverable and lost objects use it too)."""
-    rank = {image_id: i for i, image_id in enumerate(m.image_ids)}
-    image, label, _, box = _detections(results, rank, len(results) + 1)
-    return _covered_per_image(m, image, label, box)
-
-
-def covered_boxes(gt_box: np.ndarray, gt_label: np.ndarray, box: np.ndarray, label: np.ndarray,
-                  iou_threshold: float = 0.5) -> np.ndarray:
-    """bool[G]: objects (xywh, labels) some box (xywh) of their label overlaps at IoU >= ``iou_threshold``."""
-    if not len(gt_box) or not len(box):
-        return np.zeros(len(gt_box), dtype=bool)
-    iou = np.asarray(mask_utils.iou(box.reshape(-1, 4), gt_box.reshape(-1, 4), np.zeros(len(gt_box), dtype=np.uint8)))
-    return ((iou >= iou_threshold) & (label[:, None] == gt_label[None, :])).any(axis=0)
+    image, label, _, box = _detections(results, m.image_ids, np.inf)
+    pd, pg = group_pairs(image, m.gt_image)
+    hit = box_iou(box[pd], m.gt_box[pg], np.zeros(len(pd), dtype=bool)) >= m.pos_threshold
+    out = np.zeros(len(m.gt_image), dtype=bool)
+    out[pg[hit & (label[pd] == m.gt_label[pg])]] = True
+    return out
 
 
 def miss_causes(m: Matching, candidates: Sequence[Mapping], kept: Sequence[Mapping]) -> dict[str, int]:
@@ -466,32 +494,24 @@ def miss_causes(m: Matching, candidates: Sequence[Mapping], kept: Sequence[Mappi
             "not_proposed": int((unmatched & ~recoverable).sum()), "taken": int((unmatched & kept_covers).sum())}
 
 
-def _covered_per_image(m: Matching, image: np.ndarray, label: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """bool[G]: objects some box (sorted by image index) of their class covers, image by image."""
-    out = np.zeros(len(m.gt_image), dtype=bool)
-    for _, d, g in _images(image, m.gt_image, len(m.image_ids)):
-        if len(g) and d.start != d.stop:
-            out[g] = covered_boxes(m.gt_box[g], m.gt_label[g], box[d], label[d], m.pos_threshold)
-    return out
-
-
 def _nearest_object_bucket(m: Matching, object_bucket: np.ndarray) -> np.ndarray:
-    """int64[D]: for each detection, the bucket of the object it overlaps most (any class) if
-    that IoU exceeds the background threshold, else -1 (on background)."""
+    """int64[D]: for each detection, the bucket of the object it overlaps most (any class, the
+    first on ties) if that IoU exceeds the background threshold, else -1 (on background)."""
     out = np.full(len(m.det_image), -1, dtype=np.int64)
-    for _, d, g in _images(m.det_image, m.gt_image, len(m.image_ids)):
-        if d.start == d.stop or not len(g):
-            continue
-        iou = np.asarray(mask_utils.iou(m.det_box[d], m.gt_box[g], np.zeros(len(g), dtype=np.uint8)))
-        best = iou.argmax(axis=1)
-        out[d] = np.where(iou.max(axis=1) > m.background_threshold, object_bucket[g[best]], -1)
+    pd, pg = m.pair_det, m.pair_gt
+    if not len(pd):
+        return out
+    starts, sizes = segments(pd)
+    best, at = _segment_max(m.pair_iou, starts, sizes)
+    out[pd[starts]] = np.where(best > m.background_threshold, object_bucket[pg[at]], -1)
     return out
 
 
 # ------------------------------------------------------------------------------ everything at once
 
 
-def analyse(gt: Mapping, results: Sequence[Mapping], candidates: Sequence[Mapping] | None = None, *,
+def analyse(gt: Mapping, results: Sequence[Mapping] | Detections,
+            candidates: Sequence[Mapping] | Detections | None = None, *,
             pos_threshold: float = 0.5, background_threshold: float = 0.1, max_dets: int = 100,
             confusion_score: float = CONFUSION_SCORE, areas: bool = True) -> dict:
     """Every breakdown of ``results`` against ``gt`` (a COCO dict) as plain values: TIDE's
