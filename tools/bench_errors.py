@@ -1,16 +1,17 @@
 """Benchmark the error analysis and the `detkit eval` command on bench_eval's results file.
 
 On the deterministic 2,000-image case of tools/bench_eval.py (80 categories, ~16.5k objects,
-~103k detections), two measurements:
+~103k detections), in this order (libraries run in this process leave threads behind that
+slowed the timed processes by up to 2x when they ran first: faster-coco-eval, tidecv):
 
-1. In one process, from the loaded lists: COCO evaluation alone (detkit's default backend,
-   numpy; and faster-coco-eval), detkit's TIDE breakdown (``errors.tide``), the full analysis
-   (``errors.analyse``: TIDE + per-class AP, confusion, crowding, sizes), and tidecv on the same
-   lists when installed (its dAPs must agree). Target (issue 18): the analysis costs at most
-   2x the COCO evaluation.
-2. Whole processes, from json files on disk to the printed numbers: a pycocotools script
+1. Whole processes, from json files on disk to the printed numbers: a pycocotools script
    (COCO(gt), loadRes(results), evaluate/accumulate/summarize) against
    ``detkit eval --gt G --predictions R`` with and without ``--errors``. Target: >= 8x.
+2. In one process, from the loaded lists: COCO evaluation alone (detkit's default backend,
+   numpy; and faster-coco-eval), detkit's TIDE breakdown (``errors.tide``), the full analysis
+   (``errors.analyse``: TIDE + per-class AP, confusion, crowding, sizes). Target (issue 18):
+   the analysis costs at most 2x the COCO evaluation.
+3. tidecv on the same lists when installed (its dAPs must agree).
 
 Each timing is the median of --repeats runs, alternated so drifts in the machine's speed hit
 every route alike.
@@ -86,31 +87,7 @@ def main() -> None:
     print(f"{args.images} images, {len(gt['annotations'])} objects, {len(results)} detections; "
           f"median of {args.repeats} runs")
 
-    print("\n1. in process, from the loaded lists")
-    base_name = "COCO evaluation (numpy, the default)"
-    routes = {base_name: lambda: evaluate(gt, results),
-              "COCO evaluation (faster-coco-eval)": lambda: evaluate(gt, results, backend="faster-coco-eval"),
-              "detkit errors.tide": lambda: errors.tide(gt, results),
-              "detkit errors.analyse (everything)": lambda: errors.analyse(gt, results)}
-    times = timed(routes, args.repeats)
-    base = times[base_name]
-    for name, seconds in times.items():
-        print(f"  {name:40} {seconds:7.2f} s   {seconds / base:5.2f}x the COCO evaluation")
-    if not args.no_tidecv:
-        try:
-            start = time.perf_counter()
-            theirs = tidecv_breakdown(gt, results)
-            seconds = time.perf_counter() - start
-        except ImportError:
-            print("  tidecv not installed: skipped")
-        else:
-            ours = errors.tide(gt, results)
-            names = {"cls": "Cls", "loc": "Loc", "both": "Both", "dupe": "Dupe", "bkg": "Bkg", "miss": "Miss"}
-            worst = max(abs(100 * ours.delta[k] - theirs[v]) for k, v in names.items())
-            print(f"  {'tidecv (once)':40} {seconds:7.2f} s   {seconds / times['detkit errors.tide']:5.1f}x "
-                  f"detkit's errors.tide; largest dAP difference {worst:.2g} AP points")
-
-    print("\n2. whole processes, json files to printed numbers")
+    print("\n1. whole processes, json files to printed numbers")
     with tempfile.TemporaryDirectory() as folder:
         gt_path, results_path = Path(folder) / "gt.json", Path(folder) / "results.json"
         gt_path.write_text(json.dumps(gt))
@@ -126,6 +103,30 @@ def main() -> None:
     base = times["pycocotools script"]
     for name, seconds in times.items():
         print(f"  {name:40} {seconds:7.2f} s   {base / seconds:5.2f}x pycocotools")
+    print("\n2. in process, from the loaded lists")
+    base_name = "COCO evaluation (numpy, the default)"
+    routes = {base_name: lambda: evaluate(gt, results),
+              "COCO evaluation (faster-coco-eval)": lambda: evaluate(gt, results, backend="faster-coco-eval"),
+              "detkit errors.tide": lambda: errors.tide(gt, results),
+              "detkit errors.analyse (everything)": lambda: errors.analyse(gt, results)}
+    times = timed(routes, args.repeats)
+    base, tide_seconds = times[base_name], times["detkit errors.tide"]
+    for name, seconds in times.items():
+        print(f"  {name:40} {seconds:7.2f} s   {seconds / base:5.2f}x the COCO evaluation")
+    if not args.no_tidecv:  # last: its libraries leave threads that slow the processes timed above
+        print("\n3. tidecv, in process, once, on the same lists")
+        try:
+            start = time.perf_counter()
+            theirs = tidecv_breakdown(gt, results)
+            seconds = time.perf_counter() - start
+        except ImportError:
+            print("  tidecv not installed: skipped")
+        else:
+            ours = errors.tide(gt, results)
+            names = {"cls": "Cls", "loc": "Loc", "both": "Both", "dupe": "Dupe", "bkg": "Bkg", "miss": "Miss"}
+            worst = max(abs(100 * ours.delta[k] - theirs[v]) for k, v in names.items())
+            print(f"  {'tidecv (once)':40} {seconds:7.2f} s   {seconds / tide_seconds:5.1f}x "
+                  f"detkit's errors.tide; largest dAP difference {worst:.2g} AP points")
 
 
 if __name__ == "__main__":
