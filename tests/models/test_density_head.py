@@ -55,6 +55,24 @@ def test_the_subnet_is_the_papers_shape():
     assert all(((o >= 0) & (o <= 1)).all() for o in out)
 
 
+@pytest.mark.parametrize("convs", [0, 1, 2])
+def test_context_convs_widen_what_one_density_sees_by_two_cells_each(convs):
+    from detkit.models.heads.density_head import DensitySubnet
+
+    subnet = DensitySubnet(8, 3, channels=4, convs=convs)
+    assert len(subnet.context) == convs and subnet.predict.kernel_size == (5, 5)
+    with torch.no_grad():  # positive weights and inputs: every ReLU passes, the footprint is the receptive field
+        for p in subnet.parameters():
+            p.fill_(0.01)
+    feature = torch.rand(1, 8, 21, 21, requires_grad=True) + 0.1
+    out = subnet([feature], [torch.rand(1, 3, 21, 21) + 0.1], [torch.rand(1, 12, 21, 21) + 0.1])[0]
+    (grad,) = torch.autograd.grad(out[0, 0, 10, 10], feature)
+    seen = (grad[0].abs().sum(0) > 0).nonzero()
+    assert (seen.min(0).values.tolist(), seen.max(0).values.tolist()) == ([8 - convs] * 2, [12 + convs] * 2)
+    with pytest.raises(ValueError, match="density convs"):
+        DensitySubnet(8, 3, convs=-1)
+
+
 def test_positive_anchors_learn_their_objects_density():
     """Anchors equal to two objects at IoU 0.6 (both foreground), and far background ones: the
     loss is smooth-L1 (beta 1/9) of the positives' density error, averaged over them."""
