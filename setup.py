@@ -38,7 +38,7 @@ setup(
         "torchvision>=0.16,<0.30",
         "numpy>=1.24",
         "pycocotools>=2.0.7",
-        # the C++ COCOeval: the same numbers as pycocotools, 6x faster on a 2,000-image results file
+        # a C++ COCOeval: one of the peers detkit's own evaluation is held to (backend="faster-coco-eval")
         "faster-coco-eval>=1.6",
         "albumentations>=2.0,<3",
         "opencv-python-headless>=4.8",
@@ -49,8 +49,12 @@ setup(
         "tqdm>=4.64",
     ],
     extras_require={
-        # tidecv: the peer of the error analysis (detkit.evaluation.errors), for its tests only
-        "test": ["pytest>=7.4", "hypothesis>=6.80", "ensemble-boxes>=1.0.9", "tidecv>=1.0.1"],
+        # ONNX export (detkit.export): onnx to write graphs, onnxruntime to run and check them
+        "export": ["onnx>=1.16", "onnxruntime>=1.18"],
+        # tidecv: the peer of the error analysis (detkit.evaluation.errors), for its tests only;
+        # onnx and onnxruntime: the export's tests
+        "test": ["pytest>=7.4", "hypothesis>=6.80", "ensemble-boxes>=1.0.9", "tidecv>=1.0.1", "onnx>=1.16",
+                 "onnxruntime>=1.18"],
     },
     entry_points={"console_scripts": ["detkit=detkit.cli:main"]},
     classifiers=[

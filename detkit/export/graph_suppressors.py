@@ -1,0 +1,134 @@
+"""detkit's suppressors as TorchScript loops, for graphs exported to ONNX.
+
+``detkit.ops`` runs its suppressors as compiled C++ loops, which an exported graph cannot hold.
+These are the same algorithms written with tensor operations inside a ``while`` loop that
+``torch.jit.script`` compiles and the TorchScript ONNX exporter turns into an ONNX ``Loop`` with
+a data-dependent trip count: exact, not an approximation, for any number of candidates.
+
+Each matches its ``detkit.ops`` twin (the class-aware ``batched_`` form every detector uses):
+
+- the box taken next is the highest (current) score left, ties to the lowest index (ONNX's
+  ArgMax takes the first maximum, as the kernels' heap does);
+- IoU with torchvision's arithmetic in the boxes' float type (the kernels' ``iou``), then
+  compared in float64 with the threshold, as the kernels compare ``double(iou)``;
+- hard NMS removes IoU > N_t, Adaptive-NMS IoU >= max(N_t, d_M), DIoU-NMS IoU - rho^2 / c^2 >
+  N_t (in float64), each only for overlapping pairs (IoU > 0) of the same class;
+- Soft-NMS decays in float64 (linear: by 1 - IoU where IoU >= N_t; gaussian: by
+  exp(-IoU^2 / sigma); the adaptive forms gate both at max(N_t, d_M)) and drops a box once its
+  score is below ``score_threshold``; the kept boxes come out in descending final score, ties in
+  the order of their classes, then of their picking, as ``batched_soft_nms`` merges them.
+
+Outputs: ``keep`` (int64[K]: indices into the candidates, in that order) and the final scores
+(float64[K]; equal to the input scores for the hard suppressors).
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from torch import Tensor
+
+CRITERION_IOU, CRITERION_ADAPTIVE, CRITERION_DIOU = 0, 1, 2
+DECAY_LINEAR, DECAY_GAUSSIAN = 0, 1
+
+
+def pairwise_iou(boxes: Tensor) -> Tensor:
+    """[N, N] IoU with the kernels' arithmetic: w = min(x2) - max(x1), h likewise, 0 unless both
+    are positive, inter / (area_a + area_b - inter), areas (x2 - x1) * (y2 - y1), all in the
+    boxes' type."""
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    w = torch.minimum(boxes[:, None, 2], boxes[None, :, 2]) - torch.maximum(boxes[:, None, 0], boxes[None, :, 0])
+    h = torch.minimum(boxes[:, None, 3], boxes[None, :, 3]) - torch.maximum(boxes[:, None, 1], boxes[None, :, 1])
+    inter = w * h
+    iou = inter / (area[:, None] + area[None, :] - inter)
+    return torch.where((w > 0) & (h > 0), iou, torch.zeros_like(iou))
+
+
+def pairwise_diou_penalty(boxes: Tensor) -> Tensor:
+    """[N, N] rho^2 / c^2 of DIoU in float64, with the kernel's arithmetic."""
+    b = boxes.to(torch.float64)
+    dx = (b[:, None, 0] + b[:, None, 2] - b[None, :, 0] - b[None, :, 2]) * 0.5
+    dy = (b[:, None, 1] + b[:, None, 3] - b[None, :, 1] - b[None, :, 3]) * 0.5
+    cw = torch.maximum(boxes[:, None, 2], boxes[None, :, 2]).to(torch.float64) - torch.minimum(
+        boxes[:, None, 0], boxes[None, :, 0]).to(torch.float64)
+    ch = torch.maximum(boxes[:, None, 3], boxes[None, :, 3]).to(torch.float64) - torch.minimum(
+        boxes[:, None, 1], boxes[None, :, 1]).to(torch.float64)
+    return (dx * dx + dy * dy) / (cw * cw + ch * ch)
+
+
+def overlaps(boxes: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor]:
+    """([N, N] IoU in float64, [N, N] bool: the pairs that may interact: overlapping, same class)."""
+    iou = pairwise_iou(boxes).to(torch.float64)
+    return iou, (iou > 0) & (labels[:, None] == labels[None, :])
+
+
+def best(alive: Tensor, score: Tensor) -> Tensor:
+    """The index of the highest score among ``alive``, the first of equals (ONNX ArgMax's rule)."""
+    return torch.argmax(torch.where(alive, score, torch.full_like(score, -float("inf"))))
+
+
+@torch.jit.script
+def hard_suppress(boxes: Tensor, scores: Tensor, labels: Tensor, densities: Tensor, iou_threshold: float,
+                  criterion: int) -> Tuple[Tensor, Tensor]:
+    """NMS, Adaptive-NMS or DIoU-NMS (``criterion``), class-aware; ``densities`` is read by
+    Adaptive-NMS only (pass any [N] tensor otherwise)."""
+    iou, touching = overlaps(boxes, labels)
+    overlap = iou - pairwise_diou_penalty(boxes) if criterion == 2 else iou
+    score = scores.to(torch.float64)
+    alive = torch.ones_like(touching[0]) if boxes.shape[0] else torch.zeros([0], dtype=torch.bool)
+    keep = torch.zeros_like(labels, dtype=torch.int64)
+    count = 0
+    while bool(alive.any()):
+        m = best(alive, score)
+        keep[count] = m
+        count += 1
+        if criterion == 1:
+            threshold = torch.clamp(densities[m].to(torch.float64), min=iou_threshold)
+            removed = overlap[m] >= threshold
+        else:
+            removed = overlap[m] > iou_threshold
+        alive = alive & ~(removed & touching[m])
+        alive[m] = False
+    keep = keep[:count]
+    return keep, score[keep]
+
+
+@torch.jit.script
+def soft_suppress(boxes: Tensor, scores: Tensor, labels: Tensor, densities: Tensor, use_densities: bool,
+                  decay: int, sigma: float, iou_threshold: float, score_threshold: float) -> Tuple[Tensor, Tensor]:
+    """Soft-NMS (``decay`` linear or gaussian), class-aware; with ``use_densities`` the
+    adaptive form (Adaptive-NMS's threshold max(N_t, d_M) gates the decay)."""
+    iou, touching = overlaps(boxes, labels)
+    weight = 1.0 - iou if decay == 0 else torch.exp(-(iou * iou) / sigma)
+    current = scores.to(torch.float64)
+    alive = current >= score_threshold
+    picked = torch.zeros_like(labels, dtype=torch.int64)
+    final = torch.zeros_like(current)
+    count = 0
+    while bool(alive.any()):
+        m = best(alive, current)
+        picked[count] = m
+        final[count] = current[m]
+        count += 1
+        alive[m] = False
+        if use_densities:
+            threshold = torch.clamp(densities[m].to(torch.float64), min=iou_threshold)
+        else:
+            threshold = torch.full([1], iou_threshold, dtype=torch.float64, device=boxes.device)[0]
+        hit = alive & touching[m]
+        if decay == 0 or use_densities:
+            hit = hit & (iou[m] >= threshold)
+        current = torch.where(hit, current * weight[m], current)
+        alive = alive & ~(hit & (current < score_threshold))
+    picked, final = picked[:count], final[:count]
+    # batched_soft_nms's order: descending final score, ties by class, then by picking
+    rank = torch.argsort(labels[picked] * (count + 1) + torch.arange(count, device=boxes.device))
+    picked, final = picked[rank], final[rank]
+    out = torch.zeros([count], dtype=torch.int64, device=boxes.device)
+    left = torch.ones([count], dtype=torch.bool, device=boxes.device)
+    for k in range(count):  # a selection sort: ArgMax takes the first of equal scores, a stable order
+        at = best(left, final)
+        out[k] = at
+        left[at] = False
+    return picked[out], final[out]

@@ -1,0 +1,98 @@
+"""The graph suppressors equal detkit.ops' compiled ones, eagerly and exported to onnxruntime."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from detkit.export import graph_suppressors as g
+from detkit.ops import Suppressor
+
+CONFIGS = [
+    {"type": "nms", "iou_threshold": 0.5},
+    {"type": "nms", "iou_threshold": 0.3},
+    {"type": "diou_nms", "iou_threshold": 0.5},
+    {"type": "adaptive_nms", "iou_threshold": 0.5},
+    {"type": "soft_nms", "method": "gaussian", "sigma": 0.5},
+    {"type": "soft_nms", "method": "linear", "iou_threshold": 0.3},
+    {"type": "adaptive_nms", "iou_threshold": 0.5, "method": "linear"},
+    {"type": "adaptive_nms", "iou_threshold": 0.5, "method": "gaussian"},
+]
+
+
+def candidates(seed: int, n: int, classes: int = 3):
+    """Clustered boxes (so they overlap), some scores tied, densities around N_t."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.rand(max(1, n // 6), 2, generator=gen) * 200
+    c = centres[torch.randint(len(centres), (n,), generator=gen)] + torch.randn(n, 2, generator=gen) * 6
+    wh = 20 + torch.rand(n, 2, generator=gen) * 30
+    boxes = torch.cat([c - wh / 2, c + wh / 2], 1)
+    scores = (torch.rand(n, generator=gen) * 20).round() / 20  # ties
+    labels = torch.randint(classes, (n,), generator=gen)
+    densities = torch.rand(n, generator=gen) * 0.6 + 0.2
+    return boxes, scores, labels, densities
+
+
+def graph_run(config, boxes, scores, labels, densities):
+    """The graph suppressor of a config, eagerly: (keep, final scores in the scores' dtype)."""
+    options = Suppressor(config["type"], {k: v for k, v in config.items() if k != "type"}).options
+    kind = config["type"]
+    if kind in ("nms", "diou_nms") or (kind == "adaptive_nms" and options["method"] == "hard"):
+        criterion = {"nms": g.CRITERION_IOU, "diou_nms": g.CRITERION_DIOU, "adaptive_nms": g.CRITERION_ADAPTIVE}[kind]
+        keep, final = g.hard_suppress(boxes, scores, labels, densities, float(options["iou_threshold"]), criterion)
+    else:
+        adaptive = kind == "adaptive_nms"
+        decay = g.DECAY_LINEAR if options["method"] == "linear" else g.DECAY_GAUSSIAN
+        keep, final = g.soft_suppress(boxes, scores, labels, densities, adaptive, decay,
+                                      float(options.get("sigma", 0.5)), float(options["iou_threshold"]),
+                                      float(options.get("score_threshold", 0.001)))
+    return keep, final.to(scores.dtype)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "-".join(str(v) for v in c.values()))
+@pytest.mark.parametrize("seed", range(4))
+def test_equal_to_the_compiled_suppressors(config, seed):
+    boxes, scores, labels, densities = candidates(seed, 120)
+    suppressor = Suppressor(config["type"], {k: v for k, v in config.items() if k != "type"})
+    want_keep, want_scores = suppressor(boxes, scores, labels, densities)
+    keep, final = graph_run(config, boxes, scores, labels, densities)
+    assert keep.tolist() == want_keep.tolist()
+    torch.testing.assert_close(final, want_scores, rtol=0, atol=1e-12)
+
+
+def test_no_candidates_and_one_candidate():
+    for n in (0, 1):
+        boxes, scores, labels, densities = candidates(0, n)
+        for config in CONFIGS:
+            keep, _ = graph_run(config, boxes[:n], scores[:n], labels[:n], densities[:n])
+            assert keep.tolist() == list(range(n))
+
+
+class Wrapped(torch.nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    def forward(self, boxes, scores, labels, densities):
+        return graph_run(self.config, boxes, scores, labels, densities)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "-".join(str(v) for v in c.values()))
+def test_exported_to_onnx_they_give_the_same_boxes_for_any_count(config):
+    ort = pytest.importorskip("onnxruntime")
+    boxes, scores, labels, densities = candidates(9, 40)
+    f = io.BytesIO()
+    names = ["boxes", "scores", "labels", "densities"]
+    torch.onnx.export(Wrapped(config), (boxes, scores, labels, densities), f, dynamo=False, input_names=names,
+                      output_names=["keep", "final"], dynamic_axes={name: {0: "n"} for name in names}, opset_version=17)
+    session = ort.InferenceSession(f.getvalue(), providers=["CPUExecutionProvider"])
+    suppressor = Suppressor(config["type"], {k: v for k, v in config.items() if k != "type"})
+    for seed, n in ((1, 7), (2, 60), (3, 300)):  # none of them the traced count
+        boxes, scores, labels, densities = candidates(seed, n)
+        feed = {"boxes": boxes, "scores": scores, "labels": labels, "densities": densities}
+        wanted = {i.name for i in session.get_inputs()}  # the exporter drops an input it does not read
+        keep, final = session.run(None, {k: v.numpy() for k, v in feed.items() if k in wanted})
+        want_keep, want_scores = suppressor(boxes, scores, labels, densities)
+        assert keep.tolist() == want_keep.tolist()
+        np.testing.assert_allclose(final, want_scores.numpy(), rtol=0, atol=1e-7)
