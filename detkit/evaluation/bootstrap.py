@@ -3,7 +3,8 @@
 COCO's AP is not a mean over images, so its sampling noise is estimated by resampling the
 images with replacement and recomputing AP on each resample (Efron's bootstrap). The
 expensive part of COCO evaluation, matching detections to ground truth in each image, does
-not depend on which images are drawn, so it runs once (pycocotools' ``evaluate``), and each
+not depend on which images are drawn, so it runs once (pycocotools' ``evaluate``, as
+``coco_numpy.match`` computes it for all images at once), and each
 resample only re-accumulates the per-image matches, with the arithmetic of pycocotools'
 ``accumulate`` (101 recall points, the precision envelope, categories without ground truth
 left out). On the identity resample the numbers are pycocotools' own (tested to 1e-12).
@@ -19,14 +20,13 @@ of their difference, which is what a comparison needs: both see the same hard im
 
 from __future__ import annotations
 
-import contextlib
-import io
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from detkit.evaluation.coco_eval import _copy_for_coco, check_results
+from detkit.evaluation import coco_numpy
+from detkit.evaluation.coco_eval import check_results
 
 SUMMARY = ("AP", "AP50", "AP75", "AR100")
 
@@ -49,43 +49,23 @@ class ImageMatches:
 
 
 def match_images(gt: Mapping, results: list[dict]) -> ImageMatches:
-    """Run pycocotools' per-image matching (bbox, area all, maxDets 100) once."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    check_results(results, "results", gt)
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = _copy_for_coco(gt)
-        coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes(results) if results else COCO()
-        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
-        evaluator.params.areaRng, evaluator.params.areaRngLbl = [[0, 1e10]], ["all"]
-        evaluator.params.maxDets = [100]
-        if results:
-            evaluator.evaluate()
-    params = evaluator.params
-    image_ids, n = list(params.imgIds), len(params.imgIds)
-    per_class: list[list[tuple | None]] = []
-    for k in range(len(params.catIds)):
-        row = []
-        for i in range(n):
-            e = evaluator.evalImgs[k * n + i] if results else None
-            if e is None:
-                gt_count = 0 if results else _gt_count(coco_gt, params.catIds[k], image_ids[i])
-                row.append(None if gt_count == 0 else _no_detections(len(params.iouThrs), gt_count))
-                continue
-            scores = np.asarray(e["dtScores"][:100], dtype=np.float64)
-            row.append((scores, np.asarray(e["dtMatches"][:, :100]) > 0, np.asarray(e["dtIgnore"][:, :100], bool),
-                        int(np.count_nonzero(np.asarray(e["gtIgnore"]) == 0))))
-        per_class.append(row)
-    return ImageMatches(image_ids, per_class, np.asarray(params.iouThrs, np.float64),
-                        np.asarray(params.recThrs, np.float64))
-
-
-def _gt_count(coco_gt, category_id: int, image_id: int) -> int:
-    anns = coco_gt.loadAnns(coco_gt.getAnnIds(imgIds=[image_id], catIds=[category_id]))
-    return sum(1 for a in anns if not a.get("iscrowd", 0))
+    """pycocotools' per-image matching (bbox, area all, maxDets 100), once, from
+    ``coco_numpy.match`` (its dtMatches, dtIgnore and gtIgnore, computed for all images at once)."""
+    arrays = check_results(results, "results", gt)
+    m = coco_numpy.match(gt, arrays)
+    n = len(m.image_ids)
+    thresholds = len(coco_numpy.IOU_THRESHOLDS)
+    per_class: list[list[tuple | None]] = [[None] * n for _ in m.category_ids]
+    counted = np.bincount(m.gt_key[~m.gt_ignored[0]], minlength=len(m.category_ids) * n)
+    for key in np.unique(m.gt_key):  # groups with objects (crowd regions too), detections or not
+        per_class[key // n][key % n] = _no_detections(thresholds, int(counted[key]))
+    if len(m.det_key):
+        starts, sizes = coco_numpy.segments(m.det_key)
+        for start, size in zip(starts.tolist(), sizes.tolist()):
+            key, s = int(m.det_key[start]), slice(start, start + size)
+            per_class[key // n][key % n] = (m.score[s], m.counted[0][:, s], m.det_ignored[0][:, s], int(counted[key]))
+    return ImageMatches([int(i) for i in m.image_ids], per_class, coco_numpy.IOU_THRESHOLDS.copy(),
+                        coco_numpy.RECALL_THRESHOLDS.copy())
 
 
 def _no_detections(thresholds: int, gt_count: int) -> tuple:

@@ -88,14 +88,45 @@ def box_iou(d: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:
     return np.where((w > 0) & (h > 0), iou, 0.0)
 
 
+@dataclass
+class Matches:
+    """pycocotools' ``evaluate`` step, for every (category, image) group at once.
+
+    Groups are keyed ``category position * len(image_ids) + image position`` (positions in the
+    sorted ids). Detections (D: each group's best 100, by group, then descending score):
+    key, rank within the group, score, counted (bool[A, T, D]: matched an object, as
+    pycocotools' dtMatches > 0), ignored (bool[A, T, D]: its dtIgnore). Objects (G, crowd
+    regions included): key, ignored (bool[A, G]: its gtIgnore)."""
+
+    image_ids: np.ndarray
+    category_ids: np.ndarray
+    det_key: np.ndarray
+    rank: np.ndarray
+    score: np.ndarray
+    counted: np.ndarray
+    det_ignored: np.ndarray
+    gt_key: np.ndarray
+    gt_ignored: np.ndarray
+
+
 def evaluate(gt: Mapping, results: Sequence[Mapping] | Detections) -> CocoNumbers:
     """pycocotools' bbox evaluation of ``results`` (COCO results, or ``Detections``) against
     ``gt`` (a COCO dict). Detections of images or categories absent from ``gt`` are left out,
     as pycocotools' ``_prepare`` does."""
+    m = match(gt, results)
+    n_images, n_cats = len(m.image_ids), len(m.category_ids)
+    tps, fps = m.counted & ~m.det_ignored, ~m.counted & ~m.det_ignored
+    positives = np.stack([np.bincount(m.gt_key[~ig] // n_images, minlength=n_cats) for ig in m.gt_ignored])  # [A, K]
+    precision, recall = _accumulate(m.det_key // n_images, m.det_key % n_images, m.rank, m.score, tps, fps, positives)
+    return CocoNumbers(precision, recall, _summarize(precision, recall))
+
+
+def match(gt: Mapping, results: Sequence[Mapping] | Detections) -> Matches:
+    """pycocotools' per-image matching (``COCOeval.evaluate``) of every group: ``Matches``."""
     dets = results if isinstance(results, Detections) else Detections.from_results(results)
     image_ids = np.unique(np.array([img["id"] for img in gt["images"]]))
     category_ids = np.unique(np.array([c["id"] for c in gt["categories"]]))
-    n_images, n_cats = len(image_ids), len(category_ids)
+    n_images = len(image_ids)
 
     # the objects (crowd regions included: they are ignored objects), grouped by (category, image)
     anns = gt.get("annotations", [])
@@ -110,7 +141,6 @@ def evaluate(gt: Mapping, results: Sequence[Mapping] | Detections) -> CocoNumber
     g_key = g_cat[keep] * n_images + g_image[keep]
     order = np.argsort(g_key, kind="stable")  # by group, file order within
     g_key, g_box, g_area, g_crowd, g_zero_id = g_key[order], g_box[order], g_area[order], g_crowd[order], g_zero_id[order]
-    g_cat = g_key // n_images
     lo, hi = np.array(AREA_RANGES).T
     ignored = g_crowd[None, :] | (g_area[None, :] < lo[:, None]) | (g_area[None, :] > hi[:, None])  # [A, G]
 
@@ -135,11 +165,7 @@ def evaluate(gt: Mapping, results: Sequence[Mapping] | Detections) -> CocoNumber
     counted = taken & ~g_zero_id[which] if len(g_key) else taken
     matched_ignored = ignored[np.arange(len(ignored))[:, None, None], which] if len(g_key) else taken
     det_ignored = (taken & matched_ignored) | (~counted & outside[:, None, :])
-    tps, fps = counted & ~det_ignored, ~counted & ~det_ignored
-
-    positives = np.stack([np.bincount(g_cat[~ig], minlength=n_cats) for ig in ignored])  # [A, K]
-    precision, recall = _accumulate(d_key // n_images, d_key % n_images, rank, d_score, tps, fps, positives)
-    return CocoNumbers(precision, recall, _summarize(precision, recall))
+    return Matches(image_ids, category_ids, d_key, rank, d_score, counted, det_ignored, g_key, ignored)
 
 
 def _positions(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

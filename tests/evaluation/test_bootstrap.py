@@ -83,3 +83,36 @@ def test_bootstrap_spread_shrinks_with_more_images():
     assert resample_indices(5, 3, seed=2).tolist() == resample_indices(5, 3, seed=2).tolist()
     with pytest.raises(ValueError, match="at least one image"):
         resample_indices(0, 10)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_matches_are_pycocotools_evaluate_image_by_image(seed):
+    """Every (category, image) entry equals pycocotools' evalImgs at area all, 100 detections."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from tests.evaluation.test_coco_numpy import corner_case
+
+    gt, results = corner_case(seed, 10, 3)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = {**gt, "annotations": [dict(a) for a in gt["annotations"]]}
+        coco.createIndex()
+        e = COCOeval(coco, coco.loadRes([dict(r) for r in results]), "bbox")
+        e.params.areaRng, e.params.areaRngLbl, e.params.maxDets = [[0, 1e10]], ["all"], [100]
+        e.evaluate()
+    ours, n = match_images(gt, results), len(e.params.imgIds)
+    assert ours.image_ids == list(e.params.imgIds)
+    for k in range(len(e.params.catIds)):
+        for i in range(n):
+            theirs, mine = e.evalImgs[k * n + i], ours.per_class[k][i]
+            if theirs is None:
+                assert mine is None
+                continue
+            np.testing.assert_array_equal(mine[0], theirs["dtScores"])
+            np.testing.assert_array_equal(mine[1], np.asarray(theirs["dtMatches"]) > 0)
+            np.testing.assert_array_equal(mine[2], theirs["dtIgnore"])
+            assert mine[3] == int(np.count_nonzero(np.asarray(theirs["gtIgnore"]) == 0))
