@@ -132,3 +132,27 @@ def soft_suppress(boxes: Tensor, scores: Tensor, labels: Tensor, densities: Tens
         out[k] = at
         left[at] = False
     return picked[out], final[out]
+
+
+def graph_suppress(suppressor, boxes: Tensor, scores: Tensor, labels: Tensor,
+                   densities: Tensor | None) -> tuple[Tensor, Tensor]:
+    """A ``detkit.ops.Suppressor``'s graph twin on one image's candidates: (keep, final scores
+    in the scores' dtype), as ``suppressor(boxes, scores, labels, densities)`` returns them.
+    Raises ValueError for a suppressor no graph can hold ("none": its order needs a stable
+    sort, which ONNX lacks)."""
+    kind, options = suppressor.type, suppressor.options
+    if densities is None:
+        densities = scores  # read by the adaptive forms only, which need a model's densities
+    if kind in ("nms", "diou_nms") or (kind == "adaptive_nms" and options["method"] == "hard"):
+        criterion = {"nms": CRITERION_IOU, "diou_nms": CRITERION_DIOU, "adaptive_nms": CRITERION_ADAPTIVE}[kind]
+        keep, final = hard_suppress(boxes, scores, labels, densities, float(options["iou_threshold"]), criterion)
+    elif kind in ("soft_nms", "adaptive_nms"):
+        decay = DECAY_LINEAR if options["method"] == "linear" else DECAY_GAUSSIAN
+        keep, final = soft_suppress(boxes, scores, labels, densities, kind == "adaptive_nms", decay,
+                                    float(options.get("sigma", 0.5)), float(options["iou_threshold"]),
+                                    float(options.get("score_threshold", 0.001)))
+    else:
+        raise ValueError(f"export: postprocess type {kind!r} cannot be exported (no suppression keeps every "
+                         "candidate in a stable score order, which ONNX has no operator for); export with a "
+                         "suppressor: nms, soft_nms, adaptive_nms or diou_nms")
+    return keep, final.to(scores.dtype)

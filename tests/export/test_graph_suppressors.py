@@ -36,25 +36,18 @@ def candidates(seed: int, n: int, classes: int = 3):
 
 def graph_run(config, boxes, scores, labels, densities):
     """The graph suppressor of a config, eagerly: (keep, final scores in the scores' dtype)."""
-    options = Suppressor(config["type"], {k: v for k, v in config.items() if k != "type"}).options
-    kind = config["type"]
-    if kind in ("nms", "diou_nms") or (kind == "adaptive_nms" and options["method"] == "hard"):
-        criterion = {"nms": g.CRITERION_IOU, "diou_nms": g.CRITERION_DIOU, "adaptive_nms": g.CRITERION_ADAPTIVE}[kind]
-        keep, final = g.hard_suppress(boxes, scores, labels, densities, float(options["iou_threshold"]), criterion)
-    else:
-        adaptive = kind == "adaptive_nms"
-        decay = g.DECAY_LINEAR if options["method"] == "linear" else g.DECAY_GAUSSIAN
-        keep, final = g.soft_suppress(boxes, scores, labels, densities, adaptive, decay,
-                                      float(options.get("sigma", 0.5)), float(options["iou_threshold"]),
-                                      float(options.get("score_threshold", 0.001)))
-    return keep, final.to(scores.dtype)
+    return g.graph_suppress(suppressor_of(config), boxes, scores, labels, densities)
+
+
+def suppressor_of(config):
+    return Suppressor(config["type"], {k: v for k, v in config.items() if k != "type"})
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "-".join(str(v) for v in c.values()))
 @pytest.mark.parametrize("seed", range(4))
 def test_equal_to_the_compiled_suppressors(config, seed):
     boxes, scores, labels, densities = candidates(seed, 120)
-    suppressor = Suppressor(config["type"], {k: v for k, v in config.items() if k != "type"})
+    suppressor = suppressor_of(config)
     want_keep, want_scores = suppressor(boxes, scores, labels, densities)
     keep, final = graph_run(config, boxes, scores, labels, densities)
     assert keep.tolist() == want_keep.tolist()
@@ -87,7 +80,7 @@ def test_exported_to_onnx_they_give_the_same_boxes_for_any_count(config):
     torch.onnx.export(Wrapped(config), (boxes, scores, labels, densities), f, dynamo=False, input_names=names,
                       output_names=["keep", "final"], dynamic_axes={name: {0: "n"} for name in names}, opset_version=17)
     session = ort.InferenceSession(f.getvalue(), providers=["CPUExecutionProvider"])
-    suppressor = Suppressor(config["type"], {k: v for k, v in config.items() if k != "type"})
+    suppressor = suppressor_of(config)
     for seed, n in ((1, 7), (2, 60), (3, 300)):  # none of them the traced count
         boxes, scores, labels, densities = candidates(seed, n)
         feed = {"boxes": boxes, "scores": scores, "labels": labels, "densities": densities}
@@ -96,3 +89,9 @@ def test_exported_to_onnx_they_give_the_same_boxes_for_any_count(config):
         want_keep, want_scores = suppressor(boxes, scores, labels, densities)
         assert keep.tolist() == want_keep.tolist()
         np.testing.assert_allclose(final, want_scores.numpy(), rtol=0, atol=1e-7)
+
+
+def test_none_is_refused_with_a_reason():
+    boxes, scores, labels, densities = candidates(0, 5)
+    with pytest.raises(ValueError, match="'none' cannot be exported"):
+        g.graph_suppress(Suppressor("none", {}), boxes, scores, labels, densities)

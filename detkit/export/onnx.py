@@ -1,0 +1,156 @@
+"""detkit detectors to ONNX, pre- and post-processing inside the graph.
+
+    graph = DenseGraph(model, image_size=(256, 256))    # RetinaNet, EfficientDet
+    export_onnx(graph, "model.onnx")
+    boxes, scores, labels, count = OnnxDetector("model.onnx")(images)
+
+The graph's input is ``images``: uint8 [N, 3, H, W] (RGB, 0..255, the layout of
+``torchvision.io.read_image``), N and (H, W) fixed at export. Inside: the model's transform
+(scaled to [0, 1], ImageNet-normalised, resized as ``DetectionTransform`` resizes, zero-padded
+to its ``size_divisible``), the network, decoding (per level the best ``top_k`` (anchor, class)
+pairs above the score threshold, decoded and clipped), the model's suppressor as an exact loop
+(``graph_suppressors``), its cap of detections, and the boxes mapped back to the input's
+pixels. Outputs, padded to the cap C: ``boxes`` float32 [N, C, 4] (xyxy), ``scores`` float32
+[N, C], ``labels`` int64 [N, C] (0..K-1), ``count`` int64 [N]: the first ``count[i]`` rows of
+image i are its detections, in descending score; the rest are zeros.
+
+Two differences from eager ``detkit predict`` can move a detection, both on exact ties: the
+per-level top-k picks among equal scores by ONNX TopK's rule, and onnxruntime's bilinear
+resize and convolutions round differently from torch's (scores agree to about 1e-6 here).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from detkit.export.graph_suppressors import graph_suppress
+from detkit.models.backbones.base import read_levels
+from detkit.models.detectors.dense import DenseDetector
+from detkit.ops import clip_boxes_to_image
+
+OPSET = 17
+
+
+class DenseGraph(nn.Module):
+    """A ``DenseDetector`` (RetinaNet, EfficientDet) from uint8 images of ``image_size`` (h, w)
+    to padded detections (module docstring), for ``torch.onnx.export``."""
+
+    def __init__(self, model: DenseDetector, image_size: Sequence[int]):
+        super().__init__()
+        if not isinstance(model, DenseDetector):
+            raise ValueError(f"DenseGraph exports RetinaNet and EfficientDet, got {type(model).__name__}")
+        self.model = model.eval()
+        transform = model.transform
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        h, w = self.image_size
+        if transform.fixed_size is not None:
+            self.scale, self.resized = None, tuple(transform.fixed_size)
+        else:  # DetectionTransform.resize's arithmetic, at the export's size
+            self.scale = min(transform.min_size[-1] / min(h, w), transform.max_size / max(h, w))
+            self.resized = (int(math.floor(h * self.scale)), int(math.floor(w * self.scale)))
+        stride = float(transform.size_divisible)
+        self.padded = tuple(int(math.ceil(s / stride) * stride) for s in self.resized)
+        self.register_buffer("mean", torch.tensor(transform.mean)[:, None, None], persistent=False)
+        self.register_buffer("std", torch.tensor(transform.std)[:, None, None], persistent=False)
+        with torch.no_grad():  # the anchors depend on the sizes only: constants of the graph
+            maps = read_levels(model.backbone, model.neck, torch.zeros(1, 3, *self.padded), model.in_levels)
+            anchors = model.anchors(self.padded, [m.shape[-2:] for m in maps], torch.float32, "cpu")
+        self.per_level = [len(a) for a in anchors]
+        self.register_buffer("anchors", torch.cat(anchors), persistent=False)
+        self.eval()
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        model, transform = self.model, self.model.transform
+        x = (images.float() / 255.0 - self.mean) / self.std
+        x = F.interpolate(x, size=list(self.resized) if self.scale is None else None, scale_factor=self.scale,
+                          mode="bilinear", recompute_scale_factor=True if self.scale is not None else None,
+                          align_corners=False)
+        x = F.pad(x, [0, self.padded[1] - self.resized[1], 0, self.padded[0] - self.resized[0]])
+        outputs = model.head(read_levels(model.backbone, model.neck, x, model.in_levels))
+        out = [self.detect_one(outputs, i) for i in range(images.shape[0])]
+        return tuple(torch.stack(parts) for parts in zip(*out))
+
+    def detect_one(self, outputs: dict, i: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One image's detections, padded to the cap (``DenseDetector.detect``, in graph form)."""
+        model = self.model
+        boxes, scores, labels, densities = [], [], [], []
+        anchors = self.anchors.split(self.per_level)
+        level_densities = outputs["densities"][i].split(self.per_level) if "densities" in outputs else None
+        for lvl, (logits, deltas, anchor) in enumerate(zip(outputs["logits"][i].split(self.per_level),
+                                                           outputs["deltas"][i].split(self.per_level), anchors)):
+            flat = torch.sigmoid(logits).flatten()
+            # top_pairs: the best k above the threshold = the best k, then those above it
+            top, index = flat.topk(min(model.top_k, flat.shape[0]))
+            above = top > model.score_threshold
+            top, index = top[above], index[above]
+            anchor_index = torch.div(index, logits.shape[1], rounding_mode="floor")
+            decoded = model.coder.decode(deltas[anchor_index], anchor[anchor_index])[:, 0]
+            boxes.append(clip_boxes_to_image(decoded, self.resized))
+            scores.append(top)
+            labels.append(index % logits.shape[1])
+            if level_densities is not None:
+                densities.append(level_densities[lvl][anchor_index])
+        boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+        keep, final = graph_suppress(model.postprocess, boxes, scores, labels,
+                                     torch.cat(densities) if densities else None)
+        return self.padded_detections(boxes[keep], final, labels[keep])
+
+    def padded_detections(self, boxes: Tensor, scores: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The best ``cap`` detections, boxes back in the input's pixels, zero-padded to the cap."""
+        cap = self.model.detections_per_image
+        # resize_boxes' ratios, divided in float32 as it divides them
+        ratio_h, ratio_w = (torch.tensor(float(new), dtype=torch.float32) / torch.tensor(float(old), dtype=torch.float32)
+                            for new, old in zip(self.image_size, self.resized))
+        boxes = boxes * torch.stack([ratio_w, ratio_h, ratio_w, ratio_h])
+        count = torch.clamp(torch.ones_like(labels).sum(), max=cap)
+        return (torch.cat([boxes, boxes.new_zeros(cap, 4)])[:cap], torch.cat([scores, scores.new_zeros(cap)])[:cap],
+                torch.cat([labels, labels.new_zeros(cap)])[:cap], count)
+
+
+def export_onnx(graph: nn.Module, path: str | Path, *, batch: int = 1, opset: int = OPSET) -> Path:
+    """Write ``graph`` (e.g. a ``DenseGraph``) to ``path`` as ONNX, traced on ``batch`` images of its size."""
+    import warnings
+
+    path = Path(path)
+    images = torch.zeros(batch, 3, *graph.image_size, dtype=torch.uint8)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+        torch.onnx.export(graph, (images,), buffer, dynamo=False, opset_version=opset, input_names=["images"],
+                          output_names=["boxes", "scores", "labels", "count"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_bytes(buffer.getvalue())
+    temporary.replace(path)  # atomically: a crash leaves the old file or the new one
+    return path
+
+
+class OnnxDetector:
+    """An exported detector run by onnxruntime: ``detections = OnnxDetector(path)(images)``, images
+    uint8 [N, 3, H, W] (numpy or torch), detections per image as ``detkit predict`` gives them:
+    {"boxes" float32 [K, 4], "scores" [K], "labels" int64 [K]}."""
+
+    def __init__(self, path: str | Path):
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ImportError("running an exported model needs onnxruntime: pip install -e \".[export]\"") from None
+        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        shape = self.session.get_inputs()[0].shape
+        self.batch, self.image_size = shape[0], tuple(shape[2:])
+
+    def __call__(self, images) -> list[dict]:
+        images = images.numpy() if isinstance(images, Tensor) else images
+        if tuple(images.shape[1:]) != (3, *self.image_size) or str(images.dtype) != "uint8":
+            raise ValueError(f"images must be uint8 [N, 3, {self.image_size[0]}, {self.image_size[1]}] "
+                             f"(the exported size), got {images.dtype} {list(images.shape)}")
+        boxes, scores, labels, count = self.session.run(None, {"images": images})
+        return [{"boxes": boxes[i, :n], "scores": scores[i, :n], "labels": labels[i, :n]}
+                for i, n in enumerate(count.tolist())]

@@ -1,0 +1,54 @@
+"""Exported detectors give detkit predict's detections, in onnxruntime."""
+
+import numpy as np
+import pytest
+import torch
+
+from detkit.export.onnx import DenseGraph, OnnxDetector, export_onnx
+from detkit.models import build_model
+from detkit.ops import Suppressor
+from tests.export.test_graph_suppressors import CONFIGS, suppressor_of
+from tests.models.test_dense_detectors import TINY_RETINANET
+
+pytest.importorskip("onnxruntime")
+
+
+def tiny_retinanet(density: bool):
+    torch.manual_seed(0)
+    model = build_model({**TINY_RETINANET, "head": {"depth": 2, "density": density}, "top_k": 40})
+    with torch.no_grad():  # random weights score every anchor 0.01: lift them so that detections exist
+        model.head.classification.out.bias.fill_(-1.0)
+    return model.eval()
+
+
+def images(seed: int, n: int = 2, size=(120, 150)):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, *size), generator=gen, dtype=torch.uint8)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "-".join(str(v) for v in c.values()))
+def test_retinanet_exported_gives_eager_detections(tmp_path, config):
+    model = tiny_retinanet(density=config["type"] == "adaptive_nms")
+    model.set_postprocess(suppressor_of(config))
+    path = export_onnx(DenseGraph(model, (120, 150)), tmp_path / "model.onnx", batch=2)
+    exported = OnnxDetector(path)
+    for seed in range(3):
+        batch = images(seed)
+        with torch.no_grad():
+            eager = model(list(batch))
+        for want, got in zip(eager, exported(batch.numpy())):
+            assert len(got["labels"]) == len(want["labels"]) > 0
+            assert got["labels"].tolist() == want["labels"].tolist()
+            np.testing.assert_allclose(got["boxes"], want["boxes"].numpy(), rtol=0, atol=1e-3)
+            np.testing.assert_allclose(got["scores"], want["scores"].numpy(), rtol=0, atol=1e-4)
+
+
+def test_wrong_input_and_unexportable_suppressor(tmp_path):
+    model = tiny_retinanet(density=False)
+    exported = OnnxDetector(export_onnx(DenseGraph(model, (96, 96)), tmp_path / "m.onnx"))
+    with pytest.raises(ValueError, match=r"uint8 \[N, 3, 96, 96\]"):
+        exported(np.zeros((1, 3, 64, 64), np.uint8))
+    model.set_postprocess(Suppressor("none", {}))
+    with pytest.raises(ValueError, match="'none' cannot be exported"):
+        export_onnx(DenseGraph(model, (96, 96)), tmp_path / "n.onnx")
+    assert not (tmp_path / "n.onnx").exists() and not (tmp_path / "n.onnx.tmp").exists()
