@@ -385,6 +385,44 @@ def predict_command(config, images, weights, out, score_threshold, overrides):
                + (f"; {len(written.skipped)} unreadable images skipped" if written.skipped else ""))
 
 
+@main.command("export")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--weights", required=True, type=click.Path(dir_okay=False), help="The checkpoint.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The ONNX file to write.")
+@click.option("--postprocess", help="Another suppressor than the config's, as YAML, e.g. '{type: soft_nms, sigma: 0.5}'.")
+@click.option("--size", nargs=2, type=int, default=None, metavar="H W",
+              help="The images' size the graph takes (default: the transform's fixed size, else min_size square).")
+@click.option("--batch", default=1, show_default=True, help="Images per call.")
+@click.option("--opset", default=17, show_default=True, help="ONNX opset.")
+@_set
+@user_errors
+def export_command(config, weights, out, postprocess, size, batch, opset, overrides):
+    """Export CONFIG's detector to ONNX, pre- and post-processing inside the graph.
+
+    \b
+    The graph takes uint8 images [batch, 3, H, W] (RGB) and returns boxes [batch, C, 4]
+    (xyxy, input pixels), scores [batch, C], labels [batch, C] and count [batch]: the first
+    count rows of each image are its detections, C the model's detections cap. The model's
+    suppressor (or --postprocess: nms, soft_nms, adaptive_nms, diou_nms) runs inside the
+    graph, exactly. RetinaNet and EfficientDet so far; needs pip install -e ".[export]".
+    docs/export.md has the details.
+    """
+    from detkit.config import parse_yaml
+    from detkit.export.onnx import export_checkpoint
+
+    if postprocess:
+        postprocess = parse_yaml(postprocess, "--postprocess")
+        if not isinstance(postprocess, dict):
+            raise click.UsageError("--postprocess must be a YAML mapping such as '{type: soft_nms, sigma: 0.5}', "
+                                   f"got {postprocess!r}")
+    try:
+        path = export_checkpoint(_config(config, overrides), weights, output_file(out, "--out"),
+                                 postprocess=postprocess or None, size=size, batch=batch, opset=opset)
+    except ImportError as error:  # the export extra is missing: say what to install
+        raise click.ClickException(str(error)) from None
+    click.echo(f"wrote {path}")
+
+
 @main.command("quickstart")
 @click.option("--out", default="runs/quickstart", show_default=True, type=click.Path(file_okay=False),
               help="Run folder.")

@@ -67,7 +67,7 @@ class DenseGraph(nn.Module):
         self.eval()
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        model, transform = self.model, self.model.transform
+        model = self.model
         x = (images.float() / 255.0 - self.mean) / self.std
         x = F.interpolate(x, size=list(self.resized) if self.scale is None else None, scale_factor=self.scale,
                           mode="bilinear", recompute_scale_factor=True if self.scale is not None else None,
@@ -112,6 +112,32 @@ class DenseGraph(nn.Module):
         count = torch.clamp(torch.ones_like(labels).sum(), max=cap)
         return (torch.cat([boxes, boxes.new_zeros(cap, 4)])[:cap], torch.cat([scores, scores.new_zeros(cap)])[:cap],
                 torch.cat([labels, labels.new_zeros(cap)])[:cap], count)
+
+
+def export_checkpoint(config: dict, weights: str | Path, out: str | Path, *, postprocess: dict | None = None,
+                      size: Sequence[int] | None = None, batch: int = 1, opset: int = OPSET) -> Path:
+    """``detkit export``: the config's detector with ``weights`` (and ``postprocess``, a suppressor
+    config, in place of the config's) to ``out`` as ONNX, for ``batch`` images of ``size`` (h, w;
+    default: the transform's fixed size, else its min_size square)."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None:  # the exporter writes through it
+        raise ImportError("detkit export needs onnx (and onnxruntime to run the file): pip install -e \".[export]\"")
+    from detkit.engine import load_model
+
+    if postprocess is not None:
+        config = {**config, "model": {**config["model"], "postprocess": postprocess}}
+    model = load_model(config, weights)
+    if not isinstance(model, DenseDetector):
+        raise ValueError(f"detkit export: {config['model'].get('type')} models cannot be exported yet; RetinaNet and "
+                         "EfficientDet can (Faster R-CNN, SSD and YOLO are planned: issue 19)")
+    transform = model.transform
+    if size is None:
+        size = transform.fixed_size or (transform.min_size[-1],) * 2
+    if len(size) != 2 or min(size) < 1 or batch < 1:
+        raise ValueError(f"detkit export: --size must be two positive numbers (height width) and --batch >= 1, got "
+                         f"{list(size)} and {batch}")
+    return export_onnx(DenseGraph(model, size), out, batch=batch, opset=opset)
 
 
 def export_onnx(graph: nn.Module, path: str | Path, *, batch: int = 1, opset: int = OPSET) -> Path:

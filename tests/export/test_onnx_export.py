@@ -52,3 +52,77 @@ def test_wrong_input_and_unexportable_suppressor(tmp_path):
     with pytest.raises(ValueError, match="'none' cannot be exported"):
         export_onnx(DenseGraph(model, (96, 96)), tmp_path / "n.onnx")
     assert not (tmp_path / "n.onnx").exists() and not (tmp_path / "n.onnx.tmp").exists()
+
+
+# ------------------------------------------------------------------ detkit export
+
+
+def write_run(tmp_path, model_config, model):
+    import yaml
+
+    config, weights = tmp_path / "model.yaml", tmp_path / "weights.pth"
+    config.write_text(yaml.safe_dump({"model": model_config}))
+    torch.save(model.state_dict(), weights)
+    return config, weights
+
+
+def test_detkit_export_writes_a_file_that_gives_eager_detections(tmp_path):
+    from click.testing import CliRunner
+
+    from detkit.cli import main
+
+    model = tiny_retinanet(density=False)
+    config, weights = write_run(tmp_path, {**TINY_RETINANET, "top_k": 40}, model)
+    out = tmp_path / "exported" / "retinanet.onnx"
+    result = CliRunner().invoke(main, ["export", str(config), "--weights", str(weights), "--out", str(out),
+                                       "--postprocess", "{type: soft_nms, method: linear}", "--size", "100", "140"])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out}" in result.output
+    model.set_postprocess(Suppressor("soft_nms", {"method": "linear"}))
+    batch = images(5, n=1, size=(100, 140))
+    with torch.no_grad():
+        want = model(list(batch))[0]
+    got = OnnxDetector(out)(batch)[0]
+    assert got["labels"].tolist() == want["labels"].tolist() and len(got["labels"]) > 0
+    np.testing.assert_allclose(got["boxes"], want["boxes"].numpy(), rtol=0, atol=1e-3)
+
+
+def test_detkit_export_bad_input(tmp_path, monkeypatch):
+    import importlib.util
+
+    from click.testing import CliRunner
+
+    from detkit.cli import main
+
+    model = tiny_retinanet(density=False)
+    config, weights = write_run(tmp_path, {**TINY_RETINANET, "top_k": 40}, model)
+
+    def export(*args):
+        return CliRunner().invoke(main, ["export", str(config), "--weights", str(weights), "--out",
+                                         str(tmp_path / "m.onnx"), *args])
+
+    result = export("--postprocess", "{type: sofft_nms}")
+    assert result.exit_code == 2 and "sofft_nms" in result.output
+    other = build_model({**TINY_RETINANET, "num_classes": 3})  # a checkpoint of another config
+    torch.save(other.state_dict(), weights)
+    result = export()
+    assert result.exit_code == 2 and "head.classification" in result.output
+    torch.save(model.state_dict(), weights)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
+    result = export()
+    assert result.exit_code == 1 and 'pip install -e ".[export]"' in result.output
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_models_not_yet_exportable_are_refused_by_name(tmp_path):
+    from click.testing import CliRunner
+
+    from detkit.cli import main
+    from tests.engine.conftest import tiny_config
+
+    model_config = {**tiny_config(tmp_path)["model"], "num_classes": 3}
+    config, weights = write_run(tmp_path, model_config, build_model(model_config))
+    result = CliRunner().invoke(main, ["export", str(config), "--weights", str(weights), "--out",
+                                       str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2 and "faster_rcnn models cannot be exported yet" in result.output
