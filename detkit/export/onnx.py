@@ -38,14 +38,13 @@ from detkit.ops import clip_boxes_to_image
 OPSET = 17
 
 
-class DenseGraph(nn.Module):
-    """A ``DenseDetector`` (RetinaNet, EfficientDet) from uint8 images of ``image_size`` (h, w)
-    to padded detections (module docstring), for ``torch.onnx.export``."""
+class DetectorGraph(nn.Module):
+    """What every exported detector shares: from uint8 images of ``image_size`` (h, w) through the
+    model's transform and network to each image's padded detections (module docstring). A
+    family's subclass decodes one image's candidates (``detect_one``)."""
 
-    def __init__(self, model: DenseDetector, image_size: Sequence[int]):
+    def __init__(self, model: nn.Module, image_size: Sequence[int]):
         super().__init__()
-        if not isinstance(model, DenseDetector):
-            raise ValueError(f"DenseGraph exports RetinaNet and EfficientDet, got {type(model).__name__}")
         self.model = model.eval()
         transform = model.transform
         self.image_size = (int(image_size[0]), int(image_size[1]))
@@ -78,28 +77,11 @@ class DenseGraph(nn.Module):
         return tuple(torch.stack(parts) for parts in zip(*out))
 
     def detect_one(self, outputs: dict, i: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """One image's detections, padded to the cap (``DenseDetector.detect``, in graph form)."""
-        model = self.model
-        boxes, scores, labels, densities = [], [], [], []
-        anchors = self.anchors.split(self.per_level)
-        level_densities = outputs["densities"][i].split(self.per_level) if "densities" in outputs else None
-        for lvl, (logits, deltas, anchor) in enumerate(zip(outputs["logits"][i].split(self.per_level),
-                                                           outputs["deltas"][i].split(self.per_level), anchors)):
-            flat = torch.sigmoid(logits).flatten()
-            # top_pairs: the best k above the threshold = the best k, then those above it
-            top, index = flat.topk(min(model.top_k, flat.shape[0]))
-            above = top > model.score_threshold
-            top, index = top[above], index[above]
-            anchor_index = torch.div(index, logits.shape[1], rounding_mode="floor")
-            decoded = model.coder.decode(deltas[anchor_index], anchor[anchor_index])[:, 0]
-            boxes.append(clip_boxes_to_image(decoded, self.resized))
-            scores.append(top)
-            labels.append(index % logits.shape[1])
-            if level_densities is not None:
-                densities.append(level_densities[lvl][anchor_index])
-        boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
-        keep, final = graph_suppress(model.postprocess, boxes, scores, labels,
-                                     torch.cat(densities) if densities else None)
+        raise NotImplementedError
+
+    def suppressed(self, boxes: Tensor, scores: Tensor, labels: Tensor, densities: Tensor | None):
+        """The candidates through the model's suppressor, capped and padded (``padded_detections``)."""
+        keep, final = graph_suppress(self.model.postprocess, boxes, scores, labels, densities)
         return self.padded_detections(boxes[keep], final, labels[keep])
 
     def padded_detections(self, boxes: Tensor, scores: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -113,6 +95,62 @@ class DenseGraph(nn.Module):
         return (torch.cat([boxes, boxes.new_zeros(cap, 4)])[:cap], torch.cat([scores, scores.new_zeros(cap)])[:cap],
                 torch.cat([labels, labels.new_zeros(cap)])[:cap], count)
 
+    def top_above(self, scores: Tensor) -> tuple[Tensor, Tensor]:
+        """``top_pairs``' choice without its data-dependent k: the best ``top_k`` above the score
+        threshold are the best ``top_k``, then those above it."""
+        top, index = scores.topk(min(self.model.top_k, scores.shape[0]))
+        above = top > self.model.score_threshold
+        return top[above], index[above]
+
+
+class DenseGraph(DetectorGraph):
+    """RetinaNet and EfficientDet (``DenseDetector``)."""
+
+    def __init__(self, model: DenseDetector, image_size: Sequence[int]):
+        if not isinstance(model, DenseDetector):
+            raise ValueError(f"DenseGraph exports RetinaNet and EfficientDet, got {type(model).__name__}")
+        super().__init__(model, image_size)
+
+    def detect_one(self, outputs: dict, i: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``DenseDetector.detect`` for image i, in graph form."""
+        model = self.model
+        boxes, scores, labels, densities = [], [], [], []
+        level_densities = outputs["densities"][i].split(self.per_level) if "densities" in outputs else None
+        for lvl, (logits, deltas, anchor) in enumerate(zip(outputs["logits"][i].split(self.per_level),
+                                                           outputs["deltas"][i].split(self.per_level),
+                                                           self.anchors.split(self.per_level))):
+            top, index = self.top_above(torch.sigmoid(logits).flatten())
+            anchor_index = torch.div(index, logits.shape[1], rounding_mode="floor")
+            decoded = model.coder.decode(deltas[anchor_index], anchor[anchor_index])[:, 0]
+            boxes.append(clip_boxes_to_image(decoded, self.resized))
+            scores.append(top)
+            labels.append(index % logits.shape[1])
+            if level_densities is not None:
+                densities.append(level_densities[lvl][anchor_index])
+        return self.suppressed(torch.cat(boxes), torch.cat(scores), torch.cat(labels),
+                               torch.cat(densities) if densities else None)
+
+class SSDGraph(DetectorGraph):
+    """SSD: softmax over the classes and background, per class the best ``top_k`` above the
+    threshold (``SSD.detect``)."""
+
+    def __init__(self, model, image_size: Sequence[int]):
+        from detkit.models.detectors.ssd import SSD
+
+        if not isinstance(model, SSD):
+            raise ValueError(f"SSDGraph exports SSD, got {type(model).__name__}")
+        super().__init__(model, image_size)
+
+    def detect_one(self, outputs: dict, i: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        probabilities = F.softmax(outputs["logits"][i], dim=-1)
+        decoded = clip_boxes_to_image(self.model.coder.decode(outputs["deltas"][i], self.anchors)[:, 0], self.resized)
+        boxes, scores, labels = [], [], []
+        for label in range(1, probabilities.shape[-1]):
+            top, index = self.top_above(probabilities[:, label])
+            boxes.append(decoded[index])
+            scores.append(top)
+            labels.append(torch.full_like(index, label - 1))
+        return self.suppressed(torch.cat(boxes), torch.cat(scores), torch.cat(labels), None)
 
 def export_checkpoint(config: dict, weights: str | Path, out: str | Path, *, postprocess: dict | None = None,
                       size: Sequence[int] | None = None, batch: int = 1, opset: int = OPSET) -> Path:
@@ -127,17 +165,21 @@ def export_checkpoint(config: dict, weights: str | Path, out: str | Path, *, pos
 
     if postprocess is not None:
         config = {**config, "model": {**config["model"], "postprocess": postprocess}}
+    from detkit.models.detectors.ssd import SSD
+
     model = load_model(config, weights)
-    if not isinstance(model, DenseDetector):
-        raise ValueError(f"detkit export: {config['model'].get('type')} models cannot be exported yet; RetinaNet and "
-                         "EfficientDet can (Faster R-CNN, SSD and YOLO are planned: issue 19)")
+    graphs = {DenseDetector: DenseGraph, SSD: SSDGraph}
+    graph = next((g for kind, g in graphs.items() if isinstance(model, kind)), None)
+    if graph is None:
+        raise ValueError(f"detkit export: {config['model'].get('type')} models cannot be exported yet; RetinaNet, "
+                         "EfficientDet and SSD can (Faster R-CNN and YOLO are planned: issue 19)")
     transform = model.transform
     if size is None:
         size = transform.fixed_size or (transform.min_size[-1],) * 2
     if len(size) != 2 or min(size) < 1 or batch < 1:
         raise ValueError(f"detkit export: --size must be two positive numbers (height width) and --batch >= 1, got "
                          f"{list(size)} and {batch}")
-    return export_onnx(DenseGraph(model, size), out, batch=batch, opset=opset)
+    return export_onnx(graph(model, size), out, batch=batch, opset=opset)
 
 
 def export_onnx(graph: nn.Module, path: str | Path, *, batch: int = 1, opset: int = OPSET) -> Path:
