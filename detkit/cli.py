@@ -404,7 +404,7 @@ def export_command(config, weights, out, postprocess, size, batch, opset, overri
     (xyxy, input pixels), scores [batch, C], labels [batch, C] and count [batch]: the first
     count rows of each image are its detections, C the model's detections cap. The model's
     suppressor (or --postprocess: nms, soft_nms, adaptive_nms, diou_nms) runs inside the
-    graph, exactly. RetinaNet, EfficientDet and SSD so far; needs pip install -e ".[export]".
+    graph, exactly. RetinaNet, EfficientDet, SSD and YOLO so far (not Faster R-CNN); needs pip install -e ".[export]".
     docs/export.md has the details.
     """
     from detkit.config import parse_yaml

@@ -60,9 +60,11 @@ class DetectorGraph(nn.Module):
         self.register_buffer("std", torch.tensor(transform.std)[:, None, None], persistent=False)
         with torch.no_grad():  # the anchors depend on the sizes only: constants of the graph
             maps = read_levels(model.backbone, model.neck, torch.zeros(1, 3, *self.padded), model.in_levels)
-            anchors = model.anchors(self.padded, [m.shape[-2:] for m in maps], torch.float32, "cpu")
-        self.per_level = [len(a) for a in anchors]
-        self.register_buffer("anchors", torch.cat(anchors), persistent=False)
+        self.grids = [tuple(m.shape[-2:]) for m in maps]
+        if hasattr(model, "anchors"):  # YOLO has anchor sizes per level instead
+            anchors = model.anchors(self.padded, self.grids, torch.float32, "cpu")
+            self.per_level = [len(a) for a in anchors]
+            self.register_buffer("anchors", torch.cat(anchors), persistent=False)
         self.eval()
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -152,6 +154,31 @@ class SSDGraph(DetectorGraph):
             labels.append(torch.full_like(index, label - 1))
         return self.suppressed(torch.cat(boxes), torch.cat(scores), torch.cat(labels), None)
 
+class YOLOGraph(DetectorGraph):
+    """YOLO: objectness x class probability, per scale the best ``top_k`` (cell, anchor, class)
+    above the threshold (``YOLO.detect``)."""
+
+    def __init__(self, model, image_size: Sequence[int]):
+        from detkit.models.detectors.yolo import YOLO
+
+        if not isinstance(model, YOLO):
+            raise ValueError(f"YOLOGraph exports YOLO, got {type(model).__name__}")
+        super().__init__(model, image_size)
+        self.strides = [self.padded[0] // grid[0] for grid in self.grids]
+
+    def detect_one(self, outputs: list, i: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        boxes, scores, labels = [], [], []
+        for lvl, (out, grid, stride) in enumerate(zip(outputs, self.grids, self.strides)):
+            decoded = self.model.decode(out[i:i + 1], grid, stride, self.model.anchor_sizes[lvl])[0]
+            probabilities = torch.sigmoid(out[i, :, 4:5]) * torch.sigmoid(out[i, :, 5:])
+            top, index = self.top_above(probabilities.flatten())
+            boxes.append(clip_boxes_to_image(decoded[torch.div(index, probabilities.shape[1], rounding_mode="floor")],
+                                             self.resized))
+            scores.append(top)
+            labels.append(index % probabilities.shape[1])
+        return self.suppressed(torch.cat(boxes), torch.cat(scores), torch.cat(labels), None)
+
+
 def export_checkpoint(config: dict, weights: str | Path, out: str | Path, *, postprocess: dict | None = None,
                       size: Sequence[int] | None = None, batch: int = 1, opset: int = OPSET) -> Path:
     """``detkit export``: the config's detector with ``weights`` (and ``postprocess``, a suppressor
@@ -166,13 +193,14 @@ def export_checkpoint(config: dict, weights: str | Path, out: str | Path, *, pos
     if postprocess is not None:
         config = {**config, "model": {**config["model"], "postprocess": postprocess}}
     from detkit.models.detectors.ssd import SSD
+    from detkit.models.detectors.yolo import YOLO
 
     model = load_model(config, weights)
-    graphs = {DenseDetector: DenseGraph, SSD: SSDGraph}
+    graphs = {DenseDetector: DenseGraph, SSD: SSDGraph, YOLO: YOLOGraph}
     graph = next((g for kind, g in graphs.items() if isinstance(model, kind)), None)
     if graph is None:
         raise ValueError(f"detkit export: {config['model'].get('type')} models cannot be exported yet; RetinaNet, "
-                         "EfficientDet and SSD can (Faster R-CNN and YOLO are planned: issue 19)")
+                         "EfficientDet, SSD and YOLO can (Faster R-CNN is planned: issue 19)")
     transform = model.transform
     if size is None:
         size = transform.fixed_size or (transform.min_size[-1],) * 2

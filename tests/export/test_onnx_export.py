@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from detkit.export.onnx import DenseGraph, OnnxDetector, SSDGraph, export_onnx
+from detkit.export.onnx import DenseGraph, OnnxDetector, SSDGraph, YOLOGraph, export_onnx
 from detkit.models import build_model
 from detkit.ops import Suppressor
 from tests.export.test_graph_suppressors import CONFIGS, suppressor_of
@@ -53,6 +53,29 @@ def test_ssd_exported_gives_eager_detections(tmp_path, config):
     path = export_onnx(SSDGraph(model, (90, 110)), tmp_path / "ssd.onnx")
     for seed in range(2):
         batch = images(seed, n=1, size=(90, 110))
+        with torch.no_grad():
+            want = model(list(batch))[0]
+        got = OnnxDetector(path)(batch)[0]
+        assert len(got["labels"]) == len(want["labels"]) > 0
+        assert got["labels"].tolist() == want["labels"].tolist()
+        np.testing.assert_allclose(got["boxes"], want["boxes"].numpy(), rtol=0, atol=1e-3)
+        np.testing.assert_allclose(got["scores"], want["scores"].numpy(), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[2], CONFIGS[4]], ids=["nms", "diou", "soft-gaussian"])
+def test_yolo_exported_gives_eager_detections(tmp_path, config):
+    from tests.models.test_yolo import TINY_YOLO
+
+    torch.manual_seed(0)
+    model = build_model({**TINY_YOLO, "top_k": 30}).eval()
+    with torch.no_grad():  # random weights score objectness and classes 0.01, all alike: lift and spread them
+        for conv in model.head.outputs:  # (near-ties would let float rounding reorder the top-k: docs/export.md)
+            conv.bias.fill_(0.0)
+            conv.weight.mul_(4.0)
+    model.set_postprocess(suppressor_of(config))
+    path = export_onnx(YOLOGraph(model, (100, 120)), tmp_path / "yolo.onnx")
+    for seed in range(2):
+        batch = images(seed, n=1, size=(100, 120))
         with torch.no_grad():
             want = model(list(batch))[0]
         got = OnnxDetector(path)(batch)[0]
@@ -145,4 +168,4 @@ def test_models_not_yet_exportable_are_refused_by_name(tmp_path):
     result = CliRunner().invoke(main, ["export", str(config), "--weights", str(weights), "--out",
                                        str(tmp_path / "m.onnx")])
     assert result.exit_code == 2 and "faster_rcnn models cannot be exported yet" in result.output
-    assert "RetinaNet, EfficientDet and SSD can" in result.output
+    assert "RetinaNet, EfficientDet, SSD and YOLO can" in result.output
