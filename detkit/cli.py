@@ -404,8 +404,8 @@ def export_command(config, weights, out, postprocess, size, batch, opset, overri
     (xyxy, input pixels), scores [batch, C], labels [batch, C] and count [batch]: the first
     count rows of each image are its detections, C the model's detections cap. The model's
     suppressor (or --postprocess: nms, soft_nms, adaptive_nms, diou_nms) runs inside the
-    graph, exactly. RetinaNet, EfficientDet, SSD and YOLO so far (not Faster R-CNN); needs pip install -e ".[export]".
-    docs/export.md has the details.
+    graph, exactly. RetinaNet, EfficientDet, SSD and YOLO so far (not Faster R-CNN).
+    Needs pip install -e ".[export]"; docs/export.md has the details.
     """
     from detkit.config import parse_yaml
     from detkit.export.onnx import export_checkpoint

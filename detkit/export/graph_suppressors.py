@@ -33,34 +33,30 @@ CRITERION_IOU, CRITERION_ADAPTIVE, CRITERION_DIOU = 0, 1, 2
 DECAY_LINEAR, DECAY_GAUSSIAN = 0, 1
 
 
-def pairwise_iou(boxes: Tensor) -> Tensor:
-    """[N, N] IoU with the kernels' arithmetic: w = min(x2) - max(x1), h likewise, 0 unless both
-    are positive, inter / (area_a + area_b - inter), areas (x2 - x1) * (y2 - y1), all in the
-    boxes' type."""
+def iou_row(boxes: Tensor, m: Tensor) -> Tensor:
+    """[N] IoU of box m with every box, with the kernels' arithmetic: w = min(x2) - max(x1), h
+    likewise, 0 unless both are positive, inter / (area_m + area_b - inter), areas
+    (x2 - x1) * (y2 - y1), all in the boxes' type; then float64, as the kernels compare it.
+    One row per step keeps the loop's memory linear in the candidates."""
+    a = boxes[m]
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    w = torch.minimum(boxes[:, None, 2], boxes[None, :, 2]) - torch.maximum(boxes[:, None, 0], boxes[None, :, 0])
-    h = torch.minimum(boxes[:, None, 3], boxes[None, :, 3]) - torch.maximum(boxes[:, None, 1], boxes[None, :, 1])
+    w = torch.minimum(a[2], boxes[:, 2]) - torch.maximum(a[0], boxes[:, 0])
+    h = torch.minimum(a[3], boxes[:, 3]) - torch.maximum(a[1], boxes[:, 1])
     inter = w * h
-    iou = inter / (area[:, None] + area[None, :] - inter)
-    return torch.where((w > 0) & (h > 0), iou, torch.zeros_like(iou))
+    iou = inter / (area[m] + area - inter)
+    return torch.where((w > 0) & (h > 0), iou, torch.zeros_like(iou)).to(torch.float64)
 
 
-def pairwise_diou_penalty(boxes: Tensor) -> Tensor:
-    """[N, N] rho^2 / c^2 of DIoU in float64, with the kernel's arithmetic."""
-    b = boxes.to(torch.float64)
-    dx = (b[:, None, 0] + b[:, None, 2] - b[None, :, 0] - b[None, :, 2]) * 0.5
-    dy = (b[:, None, 1] + b[:, None, 3] - b[None, :, 1] - b[None, :, 3]) * 0.5
-    cw = torch.maximum(boxes[:, None, 2], boxes[None, :, 2]).to(torch.float64) - torch.minimum(
-        boxes[:, None, 0], boxes[None, :, 0]).to(torch.float64)
-    ch = torch.maximum(boxes[:, None, 3], boxes[None, :, 3]).to(torch.float64) - torch.minimum(
-        boxes[:, None, 1], boxes[None, :, 1]).to(torch.float64)
+def diou_penalty_row(boxes: Tensor, m: Tensor) -> Tensor:
+    """[N] rho^2 / c^2 of DIoU between box m and every box, in float64 (the kernel's arithmetic)."""
+    a, b = boxes[m].to(torch.float64), boxes.to(torch.float64)
+    dx = (a[0] + a[2] - b[:, 0] - b[:, 2]) * 0.5
+    dy = (a[1] + a[3] - b[:, 1] - b[:, 3]) * 0.5
+    cw = torch.maximum(boxes[m, 2], boxes[:, 2]).to(torch.float64) - torch.minimum(boxes[m, 0], boxes[:, 0]).to(
+        torch.float64)
+    ch = torch.maximum(boxes[m, 3], boxes[:, 3]).to(torch.float64) - torch.minimum(boxes[m, 1], boxes[:, 1]).to(
+        torch.float64)
     return (dx * dx + dy * dy) / (cw * cw + ch * ch)
-
-
-def overlaps(boxes: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor]:
-    """([N, N] IoU in float64, [N, N] bool: the pairs that may interact: overlapping, same class)."""
-    iou = pairwise_iou(boxes).to(torch.float64)
-    return iou, (iou > 0) & (labels[:, None] == labels[None, :])
 
 
 def best(alive: Tensor, score: Tensor) -> Tensor:
@@ -73,22 +69,23 @@ def hard_suppress(boxes: Tensor, scores: Tensor, labels: Tensor, densities: Tens
                   criterion: int) -> Tuple[Tensor, Tensor]:
     """NMS, Adaptive-NMS or DIoU-NMS (``criterion``), class-aware; ``densities`` is read by
     Adaptive-NMS only (pass any [N] tensor otherwise)."""
-    iou, touching = overlaps(boxes, labels)
-    overlap = iou - pairwise_diou_penalty(boxes) if criterion == 2 else iou
     score = scores.to(torch.float64)
-    alive = torch.ones_like(touching[0]) if boxes.shape[0] else torch.zeros([0], dtype=torch.bool)
+    alive = torch.ones_like(labels, dtype=torch.bool)
     keep = torch.zeros_like(labels, dtype=torch.int64)
     count = 0
     while bool(alive.any()):
         m = best(alive, score)
         keep[count] = m
         count += 1
+        iou = iou_row(boxes, m)
+        touching = (iou > 0) & (labels == labels[m])
         if criterion == 1:
-            threshold = torch.clamp(densities[m].to(torch.float64), min=iou_threshold)
-            removed = overlap[m] >= threshold
+            removed = iou >= torch.clamp(densities[m].to(torch.float64), min=iou_threshold)
+        elif criterion == 2:
+            removed = iou - diou_penalty_row(boxes, m) > iou_threshold
         else:
-            removed = overlap[m] > iou_threshold
-        alive = alive & ~(removed & touching[m])
+            removed = iou > iou_threshold
+        alive = alive & ~(removed & touching)
         alive[m] = False
     keep = keep[:count]
     return keep, score[keep]
@@ -99,8 +96,6 @@ def soft_suppress(boxes: Tensor, scores: Tensor, labels: Tensor, densities: Tens
                   decay: int, sigma: float, iou_threshold: float, score_threshold: float) -> Tuple[Tensor, Tensor]:
     """Soft-NMS (``decay`` linear or gaussian), class-aware; with ``use_densities`` the
     adaptive form (Adaptive-NMS's threshold max(N_t, d_M) gates the decay)."""
-    iou, touching = overlaps(boxes, labels)
-    weight = 1.0 - iou if decay == 0 else torch.exp(-(iou * iou) / sigma)
     current = scores.to(torch.float64)
     alive = current >= score_threshold
     picked = torch.zeros_like(labels, dtype=torch.int64)
@@ -116,10 +111,12 @@ def soft_suppress(boxes: Tensor, scores: Tensor, labels: Tensor, densities: Tens
             threshold = torch.clamp(densities[m].to(torch.float64), min=iou_threshold)
         else:
             threshold = torch.full([1], iou_threshold, dtype=torch.float64, device=boxes.device)[0]
-        hit = alive & touching[m]
+        iou = iou_row(boxes, m)
+        hit = alive & (iou > 0) & (labels == labels[m])
         if decay == 0 or use_densities:
-            hit = hit & (iou[m] >= threshold)
-        current = torch.where(hit, current * weight[m], current)
+            hit = hit & (iou >= threshold)
+        weight = 1.0 - iou if decay == 0 else torch.exp(-(iou * iou) / sigma)
+        current = torch.where(hit, current * weight, current)
         alive = alive & ~(hit & (current < score_threshold))
     picked, final = picked[:count], final[:count]
     # batched_soft_nms's order: descending final score, ties by class, then by picking
