@@ -40,9 +40,11 @@ def test_from_inherits_and_changes_one_part():
     assert study.runs_for(["nms"]) == ["faster_rcnn_crowded", "retinanet_crowded", "faster_rcnn_crowded_same_class",
                                        "faster_rcnn_crowded_crowd_weight", "faster_rcnn_crowded_bins",
                                        "faster_rcnn_crowded_bins_light", "faster_rcnn_crowded_roi_density",
-                                       "faster_rcnn_crowded_roi_bins", "faster_rcnn_crowded_bins_detached"]
+                                       "faster_rcnn_crowded_roi_bins", "faster_rcnn_crowded_bins_detached",
+                                       "faster_rcnn_crowded_context"]
     light = study.runs["faster_rcnn_crowded_bins_light"].config["model"]  # from a run that is itself from one
     assert light["rpn"]["density"] == {"bins": 10} and light["criterion"] == {"weights": {"rpn_density": 0.25}}
+    assert study.runs["faster_rcnn_crowded_context"].config["model"]["rpn"]["density"] == {"convs": 2}
 
 
 def test_seed_and_overrides():
