@@ -393,10 +393,12 @@ def predict_command(config, images, weights, out, score_threshold, overrides):
 @click.option("--size", nargs=2, type=int, default=None, metavar="H W",
               help="The images' size the graph takes (default: the transform's fixed size, else min_size square).")
 @click.option("--batch", default=1, show_default=True, help="Images per call.")
+@click.option("--dynamic", is_flag=True,
+              help="Take images of any height and width (models whose transform has a fixed_size).")
 @click.option("--opset", default=17, show_default=True, help="ONNX opset.")
 @_set
 @user_errors
-def export_command(config, weights, out, postprocess, size, batch, opset, overrides):
+def export_command(config, weights, out, postprocess, size, batch, dynamic, opset, overrides):
     """Export CONFIG's detector to ONNX, pre- and post-processing inside the graph.
 
     \b
@@ -404,8 +406,9 @@ def export_command(config, weights, out, postprocess, size, batch, opset, overri
     (xyxy, input pixels), scores [batch, C], labels [batch, C] and count [batch]: the first
     count rows of each image are its detections, C the model's detections cap. The model's
     suppressor (or --postprocess: nms, soft_nms, adaptive_nms, diou_nms) runs inside the
-    graph, exactly. RetinaNet, EfficientDet, SSD and YOLO so far (not Faster R-CNN).
-    Needs pip install -e ".[export]"; docs/export.md has the details.
+    graph, exactly. Every detector: Faster R-CNN, RetinaNet, EfficientDet, SSD, YOLO. The
+    size is fixed at export (--size), or any with --dynamic when the model's transform resizes
+    to a fixed_size. Needs pip install -e ".[export]"; docs/export.md has the details.
     """
     from detkit.config import parse_yaml
     from detkit.export.onnx import export_checkpoint
@@ -417,7 +420,8 @@ def export_command(config, weights, out, postprocess, size, batch, opset, overri
                                    f"got {postprocess!r}")
     try:
         path = export_checkpoint(_config(config, overrides), weights, output_file(out, "--out"),
-                                 postprocess=postprocess or None, size=size, batch=batch, opset=opset)
+                                 postprocess=postprocess or None, size=size, batch=batch, opset=opset,
+                                 dynamic=dynamic)
     except ImportError as error:  # the export extra is missing: say what to install
         raise click.ClickException(str(error)) from None
     click.echo(f"wrote {path}")

@@ -163,10 +163,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=3, help="seeds per family (RetinaNet: 1 suffices)")
     parser.add_argument("--val-images", type=int, default=100)
-    parser.add_argument("--data", default=None, help="synthetic data folder (default: data/parity-<size>)")
+    parser.add_argument("--data", default=None,
+                        help="synthetic data folder (default: data/parity-<size>-<steps x batch>: one per training set)")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
-    data = Path(args.data or f"data/parity-{args.size}")
+    data = Path(args.data or f"data/parity-{args.size}-{args.steps * args.batch}")
     batches, val_set, num_classes = load_batches(data, args.size, args.batch, args.steps, args.val_images)
     families = list(FAMILIES) if args.family == "all" else [args.family]
     results = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),

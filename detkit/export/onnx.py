@@ -29,11 +29,12 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.ops import roi_align
 
 from detkit.export.graph_suppressors import graph_suppress
 from detkit.models.backbones.base import read_levels
 from detkit.models.detectors.dense import DenseDetector
-from detkit.ops import clip_boxes_to_image
+from detkit.ops import box_iou, clip_boxes_to_image, remove_small_boxes
 
 OPSET = 17
 
@@ -48,6 +49,7 @@ class DetectorGraph(nn.Module):
         self.model = model.eval()
         transform = model.transform
         self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.input_size = None  # while tracing: the input's (h, w) as a float32 tensor (a dynamic size's)
         h, w = self.image_size
         if transform.fixed_size is not None:
             self.scale, self.resized = None, tuple(transform.fixed_size)
@@ -59,26 +61,44 @@ class DetectorGraph(nn.Module):
         self.register_buffer("mean", torch.tensor(transform.mean)[:, None, None], persistent=False)
         self.register_buffer("std", torch.tensor(transform.std)[:, None, None], persistent=False)
         with torch.no_grad():  # the anchors depend on the sizes only: constants of the graph
-            maps = read_levels(model.backbone, model.neck, torch.zeros(1, 3, *self.padded), model.in_levels)
+            maps = self.feature_maps(torch.zeros(1, 3, *self.padded))
         self.grids = [tuple(m.shape[-2:]) for m in maps]
-        if hasattr(model, "anchors"):  # YOLO has anchor sizes per level instead
-            anchors = model.anchors(self.padded, self.grids, torch.float32, "cpu")
+        generator = self.anchor_generator()
+        if generator is not None:  # YOLO has anchor sizes per level instead
+            anchors = generator(self.padded, self.grids, torch.float32, "cpu")
             self.per_level = [len(a) for a in anchors]
             self.register_buffer("anchors", torch.cat(anchors), persistent=False)
         self.eval()
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        model = self.model
+    def feature_maps(self, x: Tensor) -> list[Tensor]:
+        """The levels the model's head reads, from the network's input."""
+        return read_levels(self.model.backbone, self.model.neck, x, self.model.in_levels)
+
+    def anchor_generator(self):
+        """The model's anchors (called with sizes and grids), or None."""
+        return getattr(self.model, "anchors", None)
+
+    @property
+    def dynamic_size(self) -> bool:
+        """Whether the graph can take any image size: only when the transform resizes every image
+        to one fixed size, so that the network, its anchors and its levels do not change with it."""
+        return self.scale is None
+
+    def preprocess(self, images: Tensor) -> Tensor:
+        """uint8 images to the network's input, as the model's transform makes it."""
+        self.input_size = torch._shape_as_tensor(images)[2:].to(torch.float32)  # traced: follows the input
         x = (images.float() / 255.0 - self.mean) / self.std
         x = F.interpolate(x, size=list(self.resized) if self.scale is None else None, scale_factor=self.scale,
                           mode="bilinear", recompute_scale_factor=True if self.scale is not None else None,
                           align_corners=False)
-        x = F.pad(x, [0, self.padded[1] - self.resized[1], 0, self.padded[0] - self.resized[0]])
-        outputs = model.head(read_levels(model.backbone, model.neck, x, model.in_levels))
+        return F.pad(x, [0, self.padded[1] - self.resized[1], 0, self.padded[0] - self.resized[0]])
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        outputs = self.model.head(self.feature_maps(self.preprocess(images)))
         out = [self.detect_one(outputs, i) for i in range(images.shape[0])]
         return tuple(torch.stack(parts) for parts in zip(*out))
 
-    def detect_one(self, outputs: dict, i: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def detect_one(self, outputs, i: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         raise NotImplementedError
 
     def suppressed(self, boxes: Tensor, scores: Tensor, labels: Tensor, densities: Tensor | None):
@@ -90,8 +110,7 @@ class DetectorGraph(nn.Module):
         """The best ``cap`` detections, boxes back in the input's pixels, zero-padded to the cap."""
         cap = self.model.detections_per_image
         # resize_boxes' ratios, divided in float32 as it divides them
-        ratio_h, ratio_w = (torch.tensor(float(new), dtype=torch.float32) / torch.tensor(float(old), dtype=torch.float32)
-                            for new, old in zip(self.image_size, self.resized))
+        ratio_h, ratio_w = (self.input_size / torch.tensor(self.resized, dtype=torch.float32)).unbind()
         boxes = boxes * torch.stack([ratio_w, ratio_h, ratio_w, ratio_h])
         count = torch.clamp(torch.ones_like(labels).sum(), max=cap)
         return (torch.cat([boxes, boxes.new_zeros(cap, 4)])[:cap], torch.cat([scores, scores.new_zeros(cap)])[:cap],
@@ -179,8 +198,112 @@ class YOLOGraph(DetectorGraph):
         return self.suppressed(torch.cat(boxes), torch.cat(scores), torch.cat(labels), None)
 
 
+class FasterRCNNGraph(DetectorGraph):
+    """Faster R-CNN: the RPN's proposals (per level the best ``pre_nms_top_n``, decoded, clipped,
+    tiny ones dropped, suppressed per level, the best ``post_nms_top_n`` kept), RoIAlign on them,
+    the box head, and ``RoIHeads.detect``: per (RoI, class) boxes and softmax scores above the
+    threshold, through the suppressor. Densities come from the RPN's density subnet (at the
+    proposal's anchor, or at the anchor each box overlaps most: the model's ``density_readout``)
+    or from the RoI density head."""
+
+    def __init__(self, model, image_size: Sequence[int]):
+        from detkit.models.detectors.faster_rcnn import FasterRCNN
+
+        if not isinstance(model, FasterRCNN):
+            raise ValueError(f"FasterRCNNGraph exports Faster R-CNN, got {type(model).__name__}")
+        super().__init__(model, image_size)
+        self.register_buffer("levels", torch.cat([torch.full((k,), i, dtype=torch.int64)
+                                                  for i, k in enumerate(self.per_level)]), persistent=False)
+
+    def feature_maps(self, x: Tensor) -> list[Tensor]:
+        features = self.model.features(x)
+        pooler = self.model.roi_heads.roi_pool
+        if pooler.scales is None:  # its levels' scales are set on its first call, from the sizes alone
+            pooler(features, [x.new_tensor([[0.0, 0.0, 8.0, 8.0]])], [self.resized])
+        return [features[level] for level in self.model.rpn.in_levels]
+
+    def pool(self, features: dict, proposals: Tensor) -> Tensor:
+        """``MultiScaleRoIAlign`` on one image's proposals, without its per-level selection (whose
+        traced form fails in onnxruntime on levels holding one RoI): every RoI pooled on every
+        level, then each RoI's level taken; RoIAlign pools each RoI alone, so the values are its."""
+        pooler = self.model.roi_heads.roi_pool
+        levels = [features[name] for name in pooler.featmap_names]
+        rois = torch.cat([torch.zeros_like(proposals[:, :1]), proposals], dim=1)
+        pooled = torch.stack([roi_align(level, rois, pooler.output_size, scale, pooler.sampling_ratio)
+                              for level, scale in zip(levels, pooler.scales)])  # (L, R, C, S, S)
+        if len(levels) == 1:
+            return pooled[0]
+        level = pooler.map_levels([proposals])
+        ones = torch.ones_like(level)  # the RoIs' count and positions from the data (len() would trace a constant)
+        return pooled.flatten(0, 1)[level * ones.sum() + ones.cumsum(0) - 1]
+
+    def anchor_generator(self):
+        return self.model.rpn.anchors
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        from detkit.models.heads.rpn import flatten_levels
+
+        rpn = self.model.rpn
+        features = self.model.features(self.preprocess(images))
+        maps = [features[level] for level in rpn.in_levels]
+        logits, deltas = rpn.head(maps)
+        densities = rpn.density.flatten(rpn.density(maps, logits, deltas))[0] if rpn.density is not None else None
+        objectness, deltas = flatten_levels(logits, deltas)
+        out = []
+        for i in range(images.shape[0]):
+            image_features = {name: level[i:i + 1] for name, level in features.items()}
+            out.append(self.detect_one(image_features, objectness[i], deltas[i],
+                                       densities[i] if densities is not None else None))
+        return tuple(torch.stack(parts) for parts in zip(*out))
+
+    def propose(self, objectness: Tensor, deltas: Tensor) -> tuple[Tensor, Tensor]:
+        """``RPN.select`` for one image: its proposals and the anchor (row) each came from."""
+        rpn = self.model.rpn
+        chosen, start = [], 0
+        for level_logits in objectness.split(self.per_level):
+            chosen.append(level_logits.topk(min(rpn.pre_nms_top_n[1], level_logits.shape[0])).indices + start)
+            start += level_logits.shape[0]
+        chosen = torch.cat(chosen)
+        boxes = clip_boxes_to_image(rpn.coder.decode(deltas[chosen], self.anchors[chosen])[:, 0], self.resized)
+        scores, levels = torch.sigmoid(objectness[chosen]), self.levels[chosen]
+        keep = remove_small_boxes(boxes, rpn.min_size)
+        keep = keep[scores[keep] >= rpn.score_threshold]
+        boxes, scores, levels, chosen = boxes[keep], scores[keep], levels[keep], chosen[keep]
+        keep = graph_suppress(rpn.postprocess, boxes, scores, levels, None)[0][:rpn.post_nms_top_n[1]]
+        return boxes[keep], chosen[keep]
+
+    def detect_one(self, features: dict, objectness: Tensor, deltas: Tensor, densities: Tensor | None
+                   ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        model, heads = self.model, self.model.roi_heads
+        proposals, anchor_index = self.propose(objectness, deltas)
+        x = heads.box_head(self.pool(features, proposals))
+        class_logits, box_regression = heads.predictor(x)
+        num_classes = class_logits.shape[-1]
+        boxes = clip_boxes_to_image(heads.coder.decode(box_regression, proposals), self.resized)
+        scores = F.softmax(class_logits, -1)
+        labels = torch.arange(num_classes).view(1, -1).expand_as(scores)
+        boxes, scores, labels = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
+        if heads.density_head is not None:
+            candidate_densities = heads.density_head(x)[0]
+        elif heads.densities_from_rpn and densities is not None:
+            candidate_densities = densities[anchor_index]
+        else:
+            candidate_densities = None
+        if candidate_densities is not None:
+            candidate_densities = candidate_densities[:, None].expand(-1, num_classes - 1).reshape(-1)
+        keep = torch.where(scores > heads.score_threshold)[0]
+        keep = keep[remove_small_boxes(boxes[keep], heads.min_size)]
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep] - 1
+        if candidate_densities is not None:
+            candidate_densities = candidate_densities[keep]
+        if model.density_readout == "box" and densities is not None:  # the anchor each box overlaps most
+            candidate_densities = densities[box_iou(boxes, self.anchors).argmax(dim=1)]
+        return self.suppressed(boxes, scores, labels, candidate_densities)
+
+
 def export_checkpoint(config: dict, weights: str | Path, out: str | Path, *, postprocess: dict | None = None,
-                      size: Sequence[int] | None = None, batch: int = 1, opset: int = OPSET) -> Path:
+                      size: Sequence[int] | None = None, batch: int = 1, opset: int = OPSET,
+                      dynamic: bool = False) -> Path:
     """``detkit export``: the config's detector with ``weights`` (and ``postprocess``, a suppressor
     config, in place of the config's) to ``out`` as ONNX, for ``batch`` images of ``size`` (h, w;
     default: the transform's fixed size, else its min_size square)."""
@@ -192,35 +315,44 @@ def export_checkpoint(config: dict, weights: str | Path, out: str | Path, *, pos
 
     if postprocess is not None:
         config = {**config, "model": {**config["model"], "postprocess": postprocess}}
+    from detkit.models.detectors.faster_rcnn import FasterRCNN
     from detkit.models.detectors.ssd import SSD
     from detkit.models.detectors.yolo import YOLO
 
     model = load_model(config, weights)
-    graphs = {DenseDetector: DenseGraph, SSD: SSDGraph, YOLO: YOLOGraph}
+    graphs = {DenseDetector: DenseGraph, SSD: SSDGraph, YOLO: YOLOGraph, FasterRCNN: FasterRCNNGraph}
     graph = next((g for kind, g in graphs.items() if isinstance(model, kind)), None)
     if graph is None:
-        raise ValueError(f"detkit export: {config['model'].get('type')} models cannot be exported yet; RetinaNet, "
-                         "EfficientDet, SSD and YOLO can (Faster R-CNN is planned: issue 19)")
+        raise ValueError(f"detkit export: {type(model).__name__} models cannot be exported")
     transform = model.transform
     if size is None:
         size = transform.fixed_size or (transform.min_size[-1],) * 2
     if len(size) != 2 or min(size) < 1 or batch < 1:
         raise ValueError(f"detkit export: --size must be two positive numbers (height width) and --batch >= 1, got "
                          f"{list(size)} and {batch}")
-    return export_onnx(graph(model, size), out, batch=batch, opset=opset)
+    return export_onnx(graph(model, size), out, batch=batch, opset=opset, dynamic=dynamic)
 
 
-def export_onnx(graph: nn.Module, path: str | Path, *, batch: int = 1, opset: int = OPSET) -> Path:
-    """Write ``graph`` (e.g. a ``DenseGraph``) to ``path`` as ONNX, traced on ``batch`` images of its size."""
+def export_onnx(graph: DetectorGraph, path: str | Path, *, batch: int = 1, opset: int = OPSET,
+                dynamic: bool = False) -> Path:
+    """Write ``graph`` (e.g. a ``DenseGraph``) to ``path`` as ONNX, traced on ``batch`` images of its
+    size; with ``dynamic``, the file takes images of any height and width (``graph.dynamic_size``
+    must hold: a transform with a fixed size)."""
     import warnings
 
+    if dynamic and not graph.dynamic_size:
+        raise ValueError("export: a dynamic image size needs a transform that resizes to one fixed size "
+                         "(model.transform.fixed_size: [H, W]); this one resizes by min_size/max_size, so its "
+                         "network input, anchors and feature levels change with the image's size: export it "
+                         "for the size it will see (--size H W) instead")
     path = Path(path)
     images = torch.zeros(batch, 3, *graph.image_size, dtype=torch.uint8)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
         torch.onnx.export(graph, (images,), buffer, dynamo=False, opset_version=opset, input_names=["images"],
-                          output_names=["boxes", "scores", "labels", "count"])
+                          output_names=["boxes", "scores", "labels", "count"],
+                          dynamic_axes={"images": {2: "height", 3: "width"}} if dynamic else None)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_bytes(buffer.getvalue())
@@ -238,15 +370,21 @@ class OnnxDetector:
             import onnxruntime
         except ImportError:
             raise ImportError("running an exported model needs onnxruntime: pip install -e \".[export]\"") from None
-        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # errors only: RoIAlign's empty levels raise shape notes on every run
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         shape = self.session.get_inputs()[0].shape
-        self.batch, self.image_size = shape[0], tuple(shape[2:])
+        self.batch = shape[0]
+        self.image_size = tuple(shape[2:]) if all(isinstance(s, int) for s in shape[2:]) else None  # None: any
 
     def __call__(self, images) -> list[dict]:
         images = images.numpy() if isinstance(images, Tensor) else images
-        if tuple(images.shape[1:]) != (3, *self.image_size) or str(images.dtype) != "uint8":
-            raise ValueError(f"images must be uint8 [N, 3, {self.image_size[0]}, {self.image_size[1]}] "
-                             f"(the exported size), got {images.dtype} {list(images.shape)}")
+        wanted = "H, W" if self.image_size is None else f"{self.image_size[0]}, {self.image_size[1]}"
+        if (images.ndim != 4 or images.shape[1] != 3 or str(images.dtype) != "uint8"
+                or (self.image_size is not None and tuple(images.shape[2:]) != self.image_size)):
+            raise ValueError(f"images must be uint8 [{self.batch}, 3, {wanted}]"
+                             f"{'' if self.image_size is None else ' (the exported size)'}, got {images.dtype} "
+                             f"{list(images.shape)}")
         boxes, scores, labels, count = self.session.run(None, {"images": images})
         return [{"boxes": boxes[i, :n], "scores": scores[i, :n], "labels": labels[i, :n]}
                 for i, n in enumerate(count.tolist())]

@@ -34,10 +34,10 @@ def test_retinanet_exported_gives_eager_detections(tmp_path, config):
     assert_exported_equals_eager(model, path, (120, 150), batch=2, seeds=3)
 
 
-def assert_exported_equals_eager(model, path, size, batch=1, seeds=2):
+def assert_exported_equals_eager(model, path, size, batch=1, seeds=2, box_tol=1e-3):
     """On ``seeds`` batches of random images: the same number of detections and labels, boxes
-    within 1e-3 px, scores within 1e-4 (onnxruntime's convolutions and resize round differently
-    from torch's, by about 1e-6)."""
+    within ``box_tol`` px (1e-3), scores within 1e-4 (onnxruntime's convolutions and resize round
+    differently from torch's, by about 1e-6)."""
     exported = OnnxDetector(path)
     for seed in range(seeds):
         pictures = images(seed, n=batch, size=size)
@@ -46,8 +46,34 @@ def assert_exported_equals_eager(model, path, size, batch=1, seeds=2):
         for want, got in zip(eager, exported(pictures.numpy())):
             assert len(got["labels"]) == len(want["labels"]) > 0
             assert got["labels"].tolist() == want["labels"].tolist()
-            np.testing.assert_allclose(got["boxes"], want["boxes"].numpy(), rtol=0, atol=1e-3)
+            np.testing.assert_allclose(got["boxes"], want["boxes"].numpy(), rtol=0, atol=box_tol)
             np.testing.assert_allclose(got["scores"], want["scores"].numpy(), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[2], CONFIGS[3], CONFIGS[5]],
+                         ids=["nms", "diou", "adaptive", "soft-linear"])
+def test_efficientdet_exported_gives_eager_detections(tmp_path, config):
+    """EfficientDet's own layers (EfficientNet, BiFPN's weighted fusions and resamplings, the
+    separable heads) in the graph. Random weights, BatchNorm statistics taken on the images (at
+    their init every anchor scores alike), class biases spread: scores with no near-ties."""
+    from detkit.models.batchnorm import recalibrate_batchnorm
+    from tests.models.test_dense_detectors import TINY_EFFICIENTDET
+
+    torch.manual_seed(0)
+    model = build_model({**TINY_EFFICIENTDET, "head": {"depth": 2, "density": True}, "top_k": 40})
+    target = [{"boxes": torch.tensor([[10.0, 10.0, 60.0, 70.0]]), "labels": torch.tensor([1])}] * 2
+    with torch.no_grad():
+        recalibrate_batchnorm(model, [([i.float() / 255 for i in images(s)], target) for s in range(3)])
+        bias = model.head.classification.out[1].bias
+        bias.copy_(-2.0 + torch.rand(bias.shape, generator=torch.Generator().manual_seed(2)))
+    model.eval().set_postprocess(suppressor_of(config))
+    path = export_onnx(DenseGraph(model, (120, 150)), tmp_path / "efficientdet.onnx", batch=2)
+    # boxes within 0.05 px: through EfficientNet-B0 and the BiFPN, onnxruntime drifts further
+    # from torch than on the other models (measured on this model: scores up to 2e-5, boxes up to
+    # 0.018 px apart, where eager float32 and float64 differ by 4e-7 and 2e-4; the same with
+    # onnxruntime's graph optimisations off; not yet isolated to an operator: docs/export.md); a
+    # wrong decode, anchor or suppression moves boxes by pixels
+    assert_exported_equals_eager(model, path, (120, 150), batch=2, box_tol=0.05)
 
 
 @pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[4], CONFIGS[5]], ids=["nms", "soft-gaussian", "soft-linear"])
@@ -77,7 +103,7 @@ def test_yolo_exported_gives_eager_detections(tmp_path, config):
 def test_wrong_input_and_unexportable_suppressor(tmp_path):
     model = tiny_retinanet(density=False)
     exported = OnnxDetector(export_onnx(DenseGraph(model, (96, 96)), tmp_path / "m.onnx"))
-    with pytest.raises(ValueError, match=r"uint8 \[N, 3, 96, 96\]"):
+    with pytest.raises(ValueError, match=r"uint8 \[1, 3, 96, 96\] \(the exported size\)"):
         exported(np.zeros((1, 3, 64, 64), np.uint8))
     model.set_postprocess(Suppressor("none", {}))
     with pytest.raises(ValueError, match="'none' cannot be exported"):
@@ -146,15 +172,52 @@ def test_detkit_export_bad_input(tmp_path, monkeypatch):
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_models_not_yet_exportable_are_refused_by_name(tmp_path):
+def test_detkit_export_faster_rcnn_with_densities(tmp_path):
+    """The CLI on a Faster R-CNN checkpoint with the RPN's density subnet, exported with
+    Adaptive-NMS (densities read at each box) for a batch of two."""
     from click.testing import CliRunner
 
     from detkit.cli import main
     from tests.engine.conftest import tiny_config
 
-    model_config = {**tiny_config(tmp_path)["model"], "num_classes": 3}
-    config, weights = write_run(tmp_path, model_config, build_model(model_config))
-    result = CliRunner().invoke(main, ["export", str(config), "--weights", str(weights), "--out",
-                                       str(tmp_path / "m.onnx")])
-    assert result.exit_code == 2 and "faster_rcnn models cannot be exported yet" in result.output
-    assert "RetinaNet, EfficientDet, SSD and YOLO can" in result.output
+    model_config = {**tiny_config(tmp_path)["model"], "num_classes": 3, "density_readout": "box"}
+    model_config["rpn"] = {**model_config["rpn"], "density": True}
+    torch.manual_seed(0)
+    model = build_model(model_config).eval()
+    config, weights = write_run(tmp_path, model_config, model)
+    out = tmp_path / "frcnn.onnx"
+    result = CliRunner().invoke(main, ["export", str(config), "--weights", str(weights), "--out", str(out),
+                                       "--postprocess", "{type: adaptive_nms, iou_threshold: 0.5}",
+                                       "--size", "90", "110", "--batch", "2"])
+    assert result.exit_code == 0, result.output
+    model.set_postprocess(Suppressor("adaptive_nms", {"iou_threshold": 0.5}))
+    assert_exported_equals_eager(model, out, (90, 110), batch=2)
+
+
+def test_dynamic_size_gives_eager_detections_at_other_sizes(tmp_path):
+    """A model whose transform resizes to a fixed size exports for any image size: traced at
+    128 x 128, run at two other sizes (and aspect ratios), equal to eager detkit."""
+    from tests.models.test_ssd import TINY_SSD
+
+    torch.manual_seed(0)
+    model = build_model({**TINY_SSD, "top_k": 30, "score_threshold": 0.1}).eval()
+    model.set_postprocess(Suppressor("soft_nms", {"method": "gaussian"}))
+    path = export_onnx(SSDGraph(model, (128, 128)), tmp_path / "ssd.onnx", dynamic=True)
+    assert OnnxDetector(path).image_size is None
+    for size in [(90, 170), (300, 200)]:
+        assert_exported_equals_eager(model, path, size)
+    config = {**TINY_RETINANET, "top_k": 40, "transform": {"fixed_size": [128, 160]}}
+    torch.manual_seed(0)
+    retinanet = build_model(config).eval()
+    with torch.no_grad():
+        retinanet.head.classification.out.bias.fill_(-1.0)
+    path = export_onnx(DenseGraph(retinanet, (128, 160)), tmp_path / "retinanet.onnx", batch=2, dynamic=True)
+    for size in [(100, 100), (240, 180)]:
+        assert_exported_equals_eager(retinanet, path, size, batch=2)
+
+
+def test_dynamic_size_refused_where_the_network_input_varies(tmp_path):
+    model = tiny_retinanet(density=False)  # min_size / max_size: the resized size follows the image's
+    with pytest.raises(ValueError, match=r"fixed_size: \[H, W\].*--size H W"):
+        export_onnx(DenseGraph(model, (96, 96)), tmp_path / "m.onnx", dynamic=True)
+    assert not (tmp_path / "m.onnx").exists()
