@@ -363,22 +363,39 @@ def _print_evaluation(evaluation) -> None:
 @main.command("predict")
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--weights", required=True, type=click.Path(dir_okay=False), help="The checkpoint.")
+@click.option("--weights", type=click.Path(dir_okay=False), help="The checkpoint (or --onnx).")
+@click.option("--onnx", "onnx_file", type=click.Path(dir_okay=False, exists=True),
+              help="Run this file from detkit export with onnxruntime instead of a checkpoint.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for drawn images and predictions.json.")
 @click.option("--score-threshold", default=0.3, show_default=True, help="Draw detections scoring at least this.")
 @_set
 @user_errors
-def predict_command(config, images, weights, out, score_threshold, overrides):
+def predict_command(config, images, weights, onnx_file, out, score_threshold, overrides):
     """Detect objects on IMAGES (files or folders, any sizes) and draw them.
 
     Writes each image with its boxes, class names and scores to OUT, and every detection to
-    OUT/predictions.json (COCO results with the file name of each image).
+    OUT/predictions.json (COCO results with the file name of each image). With --onnx, the
+    exported file runs in onnxruntime (pip install -e ".[export]") and draws the same pictures;
+    it takes the size it was exported for, or any with --dynamic.
     """
     from detkit.engine import predict_checkpoint
 
+    if (weights is None) == (onnx_file is None):
+        raise click.UsageError("give the model as --weights CHECKPOINT or as --onnx FILE (one of them)")
     cfg = _config(config, overrides)
     out = output_folder(out, "--out")
-    written = predict_checkpoint(cfg, images, weights, out, score_threshold=score_threshold)
+    if onnx_file is not None:
+        from detkit.engine.inference import predict_images
+        from detkit.export.onnx import OnnxPredictor
+
+        try:
+            model = OnnxPredictor(onnx_file)
+        except ImportError as error:
+            raise click.ClickException(str(error)) from None
+        written = predict_images(model, images, out, eval_transforms=cfg["data"]["eval_transforms"],
+                                 score_threshold=score_threshold)
+    else:
+        written = predict_checkpoint(cfg, images, weights, out, score_threshold=score_threshold)
     for path, reason in written.skipped:
         click.echo(f"skipped {path}: {reason}", err=True)
     click.echo(f"drew the detections on {len(written.pictures)} images in {out}; all of them in {written.json}"

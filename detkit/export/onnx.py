@@ -22,6 +22,7 @@ resize and convolutions round differently from torch's (scores agree to about 1e
 from __future__ import annotations
 
 import io
+import json
 import math
 from pathlib import Path
 from typing import Sequence
@@ -353,9 +354,14 @@ def export_onnx(graph: DetectorGraph, path: str | Path, *, batch: int = 1, opset
         torch.onnx.export(graph, (images,), buffer, dynamo=False, opset_version=opset, input_names=["images"],
                           output_names=["boxes", "scores", "labels", "count"],
                           dynamic_axes={"images": {2: "height", 3: "width"}} if dynamic else None)
+    import onnx
+
+    exported = onnx.load_from_string(buffer.getvalue())
+    names = exported.metadata_props.add()  # for drawing: OnnxDetector.class_names
+    names.key, names.value = "class_names", json.dumps(list(graph.model.class_names))
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(buffer.getvalue())
+    temporary.write_bytes(exported.SerializeToString())
     temporary.replace(path)  # atomically: a crash leaves the old file or the new one
     return path
 
@@ -374,6 +380,8 @@ class OnnxDetector:
         options.log_severity_level = 3  # errors only: RoIAlign's empty levels raise shape notes on every run
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         shape = self.session.get_inputs()[0].shape
+        names = self.session.get_modelmeta().custom_metadata_map.get("class_names")
+        self.class_names = json.loads(names) if names else None  # None: not written by detkit export
         self.batch = shape[0]
         self.image_size = tuple(shape[2:]) if all(isinstance(s, int) for s in shape[2:]) else None  # None: any
 
@@ -388,3 +396,27 @@ class OnnxDetector:
         boxes, scores, labels, count = self.session.run(None, {"images": images})
         return [{"boxes": boxes[i, :n], "scores": scores[i, :n], "labels": labels[i, :n]}
                 for i, n in enumerate(count.tolist())]
+
+
+class OnnxPredictor:
+    """An exported detector behind the eager models' interface, for ``detkit predict --onnx``:
+    called with a list of uint8 images [3, H, W] (torch), it returns per image torch tensors
+    {"boxes", "scores", "labels"}, and has the ``class_names`` the file was exported with."""
+
+    def __init__(self, path: str | Path):
+        self.detector = OnnxDetector(path)
+        if self.detector.class_names is None:
+            raise ValueError(f"{path}: no class names in the file's metadata (it was not written by detkit export)")
+        self.class_names = self.detector.class_names
+
+    def __call__(self, images: list[Tensor]) -> list[dict]:
+        out = []
+        for image in images:
+            size = self.detector.image_size
+            if size is not None and tuple(image.shape[-2:]) != size:
+                raise ValueError(f"the exported model takes {size[0]} x {size[1]} images, this one is "
+                                 f"{image.shape[-2]} x {image.shape[-1]}: export it with --size "
+                                 f"{image.shape[-2]} {image.shape[-1]}, or with --dynamic (fixed-size transforms)")
+            batch = image[None].to(torch.uint8).expand(self.detector.batch, -1, -1, -1).contiguous()
+            out.append({k: torch.from_numpy(v) for k, v in self.detector(batch.numpy())[0].items()})
+        return out

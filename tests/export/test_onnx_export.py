@@ -221,3 +221,42 @@ def test_dynamic_size_refused_where_the_network_input_varies(tmp_path):
     with pytest.raises(ValueError, match=r"fixed_size: \[H, W\].*--size H W"):
         export_onnx(DenseGraph(model, (96, 96)), tmp_path / "m.onnx", dynamic=True)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_detkit_predict_onnx_draws_the_eager_detections(tmp_path):
+    """detkit predict --onnx: the exported file in onnxruntime, the same predictions.json and
+    pictures as detkit predict with the checkpoint; a size the file does not take is named."""
+    import json
+
+    from click.testing import CliRunner
+
+    from detkit.cli import main
+    from detkit.visualize import save_image
+
+    model = tiny_retinanet(density=False)
+    config, weights = write_run(tmp_path, {**TINY_RETINANET, "top_k": 40}, model)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, picture in enumerate(images(7, n=3, size=(100, 140))):
+        save_image(picture.permute(1, 2, 0).numpy().copy(), folder / f"{i}.png")
+    onnx_file = tmp_path / "m.onnx"
+    run = CliRunner().invoke
+    assert run(main, ["export", str(config), "--weights", str(weights), "--out", str(onnx_file),
+                      "--size", "100", "140"]).exit_code == 0
+    for flag, value, out in [("--weights", weights, "eager"), ("--onnx", onnx_file, "onnx")]:
+        result = run(main, ["predict", str(config), str(folder), flag, str(value), "--out", str(tmp_path / out),
+                            "--score-threshold", "0.2"])
+        assert result.exit_code == 0, result.output
+        assert "drew the detections on 3 images" in result.output
+    eager, exported = (json.loads((tmp_path / out / "predictions.json").read_text()) for out in ("eager", "onnx"))
+    assert len(exported) == len(eager) > 0
+    for want, got in zip(eager, exported):
+        assert (got["image_id"], got["category_id"]) == (want["image_id"], want["category_id"])
+        np.testing.assert_allclose(got["bbox"], want["bbox"], rtol=0, atol=1e-3)
+        assert abs(got["score"] - want["score"]) <= 1e-4
+    assert sorted(p.name for p in (tmp_path / "onnx").glob("*.png")) == ["0.png", "1.png", "2.png"]
+    save_image(images(8, n=1, size=(90, 90))[0].permute(1, 2, 0).numpy().copy(), folder / "small.png")
+    result = run(main, ["predict", str(config), str(folder), "--onnx", str(onnx_file), "--out", str(tmp_path / "o2")])
+    assert result.exit_code != 0 and "takes 100 x 140 images, this one is 90 x 90" in result.output
+    result = run(main, ["predict", str(config), str(folder), "--out", str(tmp_path / "o3")])
+    assert result.exit_code == 2 and "--weights CHECKPOINT or as --onnx FILE" in result.output
