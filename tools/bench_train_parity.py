@@ -19,7 +19,7 @@ RoIs at random: its runs are compared over ``--seeds`` seeds (the spread of each
 how far apart two runs of the same implementation land).
 
 Usage: python tools/bench_train_parity.py [--family retinanet|faster_rcnn|all] [--steps 150]
-       [--size 192] [--batch 2] [--seeds 3] [--json out.json]
+       [--size 192] [--batch 2] [--seeds 3] [--first-seed 0] [--json out.json]
 Results, machine and method: docs/benchmarks.md.
 """
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -162,11 +163,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=192, help="image side, px (the data is generated at it)")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=3, help="seeds per family (RetinaNet: 1 suffices)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="start at this seed (one seed per run when a run must fit a working stretch)")
     parser.add_argument("--val-images", type=int, default=100)
     parser.add_argument("--data", default=None,
                         help="synthetic data folder (default: data/parity-<size>-<steps x batch>: one per training set)")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # each seed's report as it ends, also into a log file
     data = Path(args.data or f"data/parity-{args.size}-{args.steps * args.batch}")
     batches, val_set, num_classes = load_batches(data, args.size, args.batch, args.steps, args.val_images)
     families = list(FAMILIES) if args.family == "all" else [args.family]
@@ -176,7 +180,7 @@ def main() -> None:
     for family in families:
         seeds = 1 if family == "retinanet" else args.seeds
         runs = []
-        for seed in range(seeds):
+        for seed in range(args.first_seed, args.first_seed + seeds):
             started = time.monotonic()
             theirs, ours = pair(family, num_classes, args.size, seed)
             first = first_step(theirs, ours, family, *batches[0], seed)
@@ -187,6 +191,9 @@ def main() -> None:
             runs.append({"seed": seed, "first_step": first, "history": history, "ap": ap,
                          "seconds": time.monotonic() - started})
             report(family, runs[-1], args.steps)
+            if args.json:  # after every seed: a run cut short keeps the seeds it finished
+                results["families"][family] = summary(runs)
+                Path(args.json).write_text(json.dumps(results, indent=1))
         results["families"][family] = summary(runs)
         print_summary(family, results["families"][family])
     if args.json:
