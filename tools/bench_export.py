@@ -9,7 +9,7 @@ below its threshold); the class biases are set so that about as many candidates 
 suppressor as a trained model sends (each family's top-k per level or class), which is what the
 graph's suppression loop costs. Each pair's detections are checked equal (count and labels).
 
-Usage: python tools/bench_export.py [--runs 20] [--families retinanet efficientdet ssd yolo]
+Usage: python tools/bench_export.py [--runs 20] [--families faster_rcnn retinanet efficientdet ssd yolo]
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from pathlib import Path
 import torch
 
 from detkit.config import load_config
-from detkit.export.onnx import DenseGraph, OnnxDetector, SSDGraph, YOLOGraph, export_onnx
+from detkit.export.onnx import DenseGraph, FasterRCNNGraph, OnnxDetector, SSDGraph, YOLOGraph, export_onnx
 from detkit.models import build_model
 from detkit.ops import Suppressor
 
 REPO = Path(__file__).resolve().parent.parent
 FAMILIES = {  # config, graph
+    "faster_rcnn": ("faster_rcnn_r50_fpn.yaml", FasterRCNNGraph),
     "retinanet": ("retinanet_r50_fpn.yaml", DenseGraph),
     "efficientdet": ("efficientdet_d0.yaml", DenseGraph),
     "ssd": ("ssd300_vgg16.yaml", SSDGraph),
@@ -65,6 +66,10 @@ def lift(model, family: str, offset: float) -> None:
             for conv in model.head.outputs:  # per anchor: 4 offsets, objectness, K classes
                 per_anchor = conv.bias.view(-1, conv.bias.shape[0] // len(model.anchor_sizes[0]))
                 per_anchor[:, 4:] = offset + torch.rand(per_anchor[:, 4:].shape, generator=generator)
+        elif family == "faster_rcnn":  # the RoI classifier: background, then the K classes
+            bias = model.roi_heads.predictor.cls_score.bias
+            bias[0] = 0.0
+            bias[1:] = offset + torch.rand(bias[1:].shape, generator=generator)
         elif family == "ssd":
             for conv in model.head.classification:  # per anchor: background, then the K classes
                 per_anchor = conv.bias.view(-1, model.head.num_classes + 1)
