@@ -399,7 +399,7 @@ def predict_command(config, images, weights, onnx_file, out, score_threshold, ov
     for path, reason in written.skipped:
         click.echo(f"skipped {path}: {reason}", err=True)
     click.echo(f"drew the detections on {len(written.pictures)} images in {out}; all of them in {written.json}"
-               + (f"; {len(written.skipped)} unreadable images skipped" if written.skipped else ""))
+               + (f"; {len(written.skipped)} images skipped (unreadable, or a size the model cannot take)" if written.skipped else ""))
 
 
 @main.command("export")

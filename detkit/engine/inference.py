@@ -53,6 +53,11 @@ def mirrored(sources, out: Path) -> list[tuple[Path, Path]]:
     return [(image, out / absolute.relative_to(root)) for absolute, (image, _) in found.items()]
 
 
+class UnsupportedImage(ValueError):
+    """A model cannot take this image (e.g. an exported file of another fixed size): the image
+    is skipped with this reason, the others are predicted."""
+
+
 @dataclass
 class Predictions:
     """What ``predict_images`` wrote: ``json`` (every detection), the drawn ``pictures``, and the
@@ -89,7 +94,11 @@ def predict_images(model, sources, out: Path, *, eval_transforms: Mapping | None
             continue
         resized, _, _, _, affine = transforms(image, torch.zeros(0, 4).numpy(), [], [])
         tensor = torch.from_numpy(resized.copy()).permute(2, 0, 1).to(device)
-        det = {k: v.cpu() for k, v in model([tensor])[0].items()}
+        try:
+            det = {k: v.cpu() for k, v in model([tensor])[0].items()}
+        except UnsupportedImage as error:
+            skipped.append((path, str(error)))
+            continue
         boxes = boxes_to_original(det["boxes"].double(), torch.tensor(affine, dtype=torch.float64)).float()
         for box, score, label in zip(boxes.tolist(), det["scores"].tolist(), det["labels"].tolist()):
             results.append({"image_id": image_id, "file_name": str(path), "category_id": ids[label],

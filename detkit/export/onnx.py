@@ -414,7 +414,9 @@ class OnnxPredictor:
         for image in images:
             size = self.detector.image_size
             if size is not None and tuple(image.shape[-2:]) != size:
-                raise ValueError(f"the exported model takes {size[0]} x {size[1]} images, this one is "
+                from detkit.engine.inference import UnsupportedImage
+
+                raise UnsupportedImage(f"the exported model takes {size[0]} x {size[1]} images, this one is "
                                  f"{image.shape[-2]} x {image.shape[-1]}: export it with --size "
                                  f"{image.shape[-2]} {image.shape[-1]}, or with --dynamic (fixed-size transforms)")
             batch = image[None].to(torch.uint8).expand(self.detector.batch, -1, -1, -1).contiguous()

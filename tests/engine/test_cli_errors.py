@@ -199,7 +199,7 @@ def test_a_zero_byte_image_is_skipped_by_train_predict_and_show(write_config, tm
     result = invoke("predict", config, data / "images", "--weights", weights, "--out", tmp_path / "pred",
                     "--score-threshold", "0.0")
     assert result.exit_code == 0, result.output
-    assert f"skipped {empty}: empty file (0 bytes)" in result.output and "1 unreadable images skipped" in result.output
+    assert f"skipped {empty}: empty file (0 bytes)" in result.output and "1 images skipped (unreadable" in result.output
     predictions = json.loads((tmp_path / "pred" / "predictions.json").read_text())
     assert {Path(p["file_name"]).name for p in predictions} == {p.name for p in (data / "images").glob("*.jpg")} - {
         empty.name}

@@ -257,6 +257,9 @@ def test_detkit_predict_onnx_draws_the_eager_detections(tmp_path):
     assert sorted(p.name for p in (tmp_path / "onnx").glob("*.png")) == ["0.png", "1.png", "2.png"]
     save_image(images(8, n=1, size=(90, 90))[0].permute(1, 2, 0).numpy().copy(), folder / "small.png")
     result = run(main, ["predict", str(config), str(folder), "--onnx", str(onnx_file), "--out", str(tmp_path / "o2")])
-    assert result.exit_code != 0 and "takes 100 x 140 images, this one is 90 x 90" in result.output
+    assert result.exit_code == 0, result.output  # the image it cannot take is skipped, with the size it needs
+    assert "skipped" in result.output and "small.png" in result.output
+    assert "takes 100 x 140 images, this one is 90 x 90" in result.output
+    assert "drew the detections on 3 images" in result.output and "1 images skipped (unreadable" in result.output
     result = run(main, ["predict", str(config), str(folder), "--out", str(tmp_path / "o3")])
     assert result.exit_code == 2 and "--weights CHECKPOINT or as --onnx FILE" in result.output
