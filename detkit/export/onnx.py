@@ -279,24 +279,14 @@ class FasterRCNNGraph(DetectorGraph):
         proposals, anchor_index = self.propose(objectness, deltas)
         x = heads.box_head(self.pool(features, proposals))
         class_logits, box_regression = heads.predictor(x)
-        num_classes = class_logits.shape[-1]
-        boxes = clip_boxes_to_image(heads.coder.decode(box_regression, proposals), self.resized)
-        scores = F.softmax(class_logits, -1)
-        labels = torch.arange(num_classes).view(1, -1).expand_as(scores)
-        boxes, scores, labels = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
         if heads.density_head is not None:
-            candidate_densities = heads.density_head(x)[0]
+            roi_densities = heads.density_head(x)[0]
         elif heads.densities_from_rpn and densities is not None:
-            candidate_densities = densities[anchor_index]
+            roi_densities = densities[anchor_index]
         else:
-            candidate_densities = None
-        if candidate_densities is not None:
-            candidate_densities = candidate_densities[:, None].expand(-1, num_classes - 1).reshape(-1)
-        keep = torch.where(scores > heads.score_threshold)[0]
-        keep = keep[remove_small_boxes(boxes[keep], heads.min_size)]
-        boxes, scores, labels = boxes[keep], scores[keep], labels[keep] - 1
-        if candidate_densities is not None:
-            candidate_densities = candidate_densities[keep]
+            roi_densities = None
+        boxes, scores, labels, candidate_densities = heads.candidates(
+            heads.coder.decode(box_regression, proposals), F.softmax(class_logits, -1), roi_densities, self.resized)
         if model.density_readout == "box" and densities is not None:  # the anchor each box overlaps most
             candidate_densities = densities[box_iou(boxes, self.anchors).argmax(dim=1)]
         return self.suppressed(boxes, scores, labels, candidate_densities)

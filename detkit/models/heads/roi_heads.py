@@ -219,7 +219,6 @@ class RoIHeads(nn.Module):
         ``labels`` (dataset labels, 0..K-2), and ``densities`` when densities are predicted
         (by the density head, or carried from the proposals: ``proposal_densities``, or read
         at each candidate's box: ``density_at(image, boxes) -> Tensor[D]``)."""
-        num_classes = output.class_logits.shape[-1]
         boxes_all = self.coder.decode(output.box_regression, torch.cat(proposals))  # (R, K, 4)
         scores_all = F.softmax(output.class_logits, -1)
         per_image = [len(p) for p in proposals]
@@ -233,19 +232,25 @@ class RoIHeads(nn.Module):
         for image, (boxes, scores, densities, size) in enumerate(zip(
             boxes_all.split(per_image), scores_all.split(per_image), densities_all, image_sizes
         )):
-            boxes = clip_boxes_to_image(boxes, size)
-            labels = torch.arange(num_classes, device=boxes.device).view(1, -1).expand_as(scores)
-            # drop the background column, then one row per (RoI, class)
-            boxes, scores, labels = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
-            if densities is not None:
-                densities = densities[:, None].expand(-1, num_classes - 1).reshape(-1)
-            keep = torch.where(scores > self.score_threshold)[0]
-            keep = keep[remove_small_boxes(boxes[keep], self.min_size)]
-            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-            densities = densities[keep] if densities is not None else None
+            boxes, scores, labels, densities = self.candidates(boxes, scores, densities, size)
             if density_at is not None:
                 densities = density_at(image, boxes)
-            # labels - 1: the predictor's class 0 is the background
-            detections.append(suppress(self.postprocess, self.detections_per_image, boxes, scores, labels - 1,
-                                       densities))
+            detections.append(suppress(self.postprocess, self.detections_per_image, boxes, scores, labels, densities))
         return detections
+
+    def candidates(self, boxes: Tensor, scores: Tensor, densities: Tensor | None, size
+                   ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """One image's (RoI, class) candidates for the suppressor, from its decoded boxes (R, K, 4)
+        and softmax scores (R, K): clipped to ``size``, background dropped, above the score
+        threshold, not tiny. Labels are dataset labels (0..K-2); each keeps its RoI's density."""
+        num_classes = scores.shape[-1]
+        boxes = clip_boxes_to_image(boxes, size)
+        labels = torch.arange(num_classes, device=boxes.device).view(1, -1).expand_as(scores)
+        # drop the background column, then one row per (RoI, class)
+        boxes, scores, labels = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
+        if densities is not None:
+            densities = densities[:, None].expand(-1, num_classes - 1).reshape(-1)
+        keep = torch.where(scores > self.score_threshold)[0]
+        keep = keep[remove_small_boxes(boxes[keep], self.min_size)]
+        densities = densities[keep] if densities is not None else None
+        return boxes[keep], scores[keep], labels[keep] - 1, densities  # - 1: the predictor's class 0 is the background
