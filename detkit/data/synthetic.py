@@ -539,8 +539,8 @@ def _annotations_per_image(jobs: list, workers: int, progress: bool) -> Iterator
         context = get_context("spawn")  # fork is unsafe with threads (torch, cv2) and absent on Windows
         chunk = max(1, min(32, len(jobs) // (4 * workers)))
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_threaded_worker) as pool:
-            for annotations in pool.map(_write_image, jobs, chunksize=chunk):
-                yield annotations
+            for objects in pool.map(_write_image, jobs, chunksize=chunk):
+                yield objects
                 bar.update()
 
 
@@ -583,10 +583,10 @@ def generate(
     size = parameters["size"]
     jobs = [(images_dir, i, parameters["seed"], size, parameters["crowded"]) for i in range(parameters["images"])]
     coco_images, coco_annotations = [], []
-    for index, annotations in enumerate(_annotations_per_image(jobs, workers, progress)):
+    for index, objects in enumerate(_annotations_per_image(jobs, workers, progress)):
         image_id = index + 1
         coco_images.append({"id": image_id, "file_name": _file_name(index), "width": size, "height": size})
-        for annotation in annotations:
+        for annotation in objects:
             coco_annotations.append({"id": len(coco_annotations) + 1, "image_id": image_id, **annotation})
 
     coco = {

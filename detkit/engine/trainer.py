@@ -314,7 +314,7 @@ def open_run_folder(out: Path, resolved: Mapping, world: World) -> None:
 
 def setup(run: Prepared, resolved: dict, out: Path, world: World) -> Training:
     """Optimizer, schedule, AMP, EMA and DDP around the prepared model."""
-    cfg, data = resolved["train"], resolved["data"]
+    cfg = resolved["train"]
     model = run.model
     if cfg["sync_bn"] and world.size > 1:
         model = run.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
-import torch
 from torch import Tensor, nn
 
 from detkit.checkpoints import load_checked

@@ -40,11 +40,13 @@ def test_from_inherits_and_changes_one_part():
     assert study.runs_for(["nms"]) == ["faster_rcnn_crowded", "retinanet_crowded", "faster_rcnn_crowded_same_class",
                                        "faster_rcnn_crowded_crowd_weight", "faster_rcnn_crowded_bins",
                                        "faster_rcnn_crowded_bins_light", "faster_rcnn_crowded_roi_density",
-                                       "faster_rcnn_crowded_roi_bins", "faster_rcnn_crowded_bins_detached",
+                                       "faster_rcnn_crowded_roi_same_class", "faster_rcnn_crowded_roi_bins", "faster_rcnn_crowded_bins_detached",
                                        "faster_rcnn_crowded_context"]
     light = study.runs["faster_rcnn_crowded_bins_light"].config["model"]  # from a run that is itself from one
     assert light["rpn"]["density"] == {"bins": 10} and light["criterion"] == {"weights": {"rpn_density": 0.25}}
     assert study.runs["faster_rcnn_crowded_context"].config["model"]["rpn"]["density"] == {"convs": 2}
+    roi_same = study.runs["faster_rcnn_crowded_roi_same_class"].config["model"]
+    assert roi_same["roi_heads"]["density_head"] is True and roi_same["criterion"] == {"density_same_class": True}
 
 
 def test_seed_and_overrides():

@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import cv2
-import pytest
 import torch
 import torchvision
 import yaml

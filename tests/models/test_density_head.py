@@ -122,6 +122,27 @@ def test_density_target_variants_same_class_and_crowd_weight():
         FasterRCNNCriterion(density_crowd_weight=0)
 
 
+def test_the_roi_density_heads_targets_follow_density_same_class():
+    """``criterion.density_same_class`` reaches the per-RoI density head's targets too (it once
+    changed only the RPN subnet's): two objects of different classes at IoU 0.6 each have target
+    0.6 counting any class, 0 counting only their own."""
+    from detkit.models import build_model
+
+    gt = torch.tensor([[0.0, 0.0, 50.0, 100.0], [12.5, 0.0, 62.5, 100.0]])  # IoU 0.6
+    roi_config = {**TINY, "rpn": {**TINY["rpn"], "density": False},
+                  "roi_heads": {**TINY["roi_heads"], "density_head": True}, "transform": {"min_size": 128, "max_size": 128}}
+    for same_class, expected in ((False, 0.6), (True, 0.0)):
+        torch.manual_seed(0)
+        model = build_model({**roi_config, "criterion": {"density_same_class": same_class}}).train()
+        seen = []
+        sample = model.roi_heads.sample
+        model.roi_heads.sample = lambda *args: seen.append(sample(*args)) or seen[-1]
+        model([torch.rand(3, 128, 128)], [{"boxes": gt, "labels": torch.tensor([0, 1])}])
+        labels, densities = seen[0].labels[0], seen[0].densities[0]
+        assert (labels > 0).any()
+        assert torch.allclose(densities[labels > 0], torch.full_like(densities[labels > 0], expected), atol=1e-6)
+
+
 def test_each_detection_carries_the_density_of_its_proposals_anchor():
     """A forced density map with a distinct value per anchor: each proposal's density is the map
     at its anchor, and each detection's is one of the proposals' (the RoI keeps its proposal's)."""

@@ -6,7 +6,7 @@ from collections import OrderedDict
 from typing import Sequence
 
 import torchvision
-from torch import Tensor, nn
+from torch import Tensor
 
 from detkit.models.backbones.base import (FeatureExtractor, FrozenModules, ShapeSpec, load_pretrained, no_pretrained_group_norm,
                                          norm_layer)

@@ -21,7 +21,7 @@ from detkit.models.coders import BoxCoder
 from detkit.models.heads.density_head import checked_crowd_weight, density_loss, density_targets
 from detkit.models.heads.roi_heads import RoIHeads, RoIOutput, RoISamples
 from detkit.models.heads.rpn import RPN, RPNOutput
-from detkit.models.matchers import BACKGROUND, IGNORED, BalancedSampler, Matcher
+from detkit.models.matchers import IGNORED, BalancedSampler, Matcher
 from detkit.models.transform import DetectionTransform
 from detkit.ops import Suppressor, box_iou, smooth_l1_loss
 
@@ -196,7 +196,7 @@ class FasterRCNN(nn.Module):
         features = self.features(batch.tensors)
         rpn = self.rpn(batch, features)
         if self.training:
-            samples = self.roi_heads.sample(rpn.proposals, targets)
+            samples = self.roi_heads.sample(rpn.proposals, targets, self.criterion.density_same_class)
             roi = self.roi_heads(features, samples.proposals, batch.image_sizes)
             return self.criterion(rpn, roi, samples, targets)
         roi = self.roi_heads(features, rpn.proposals, batch.image_sizes)

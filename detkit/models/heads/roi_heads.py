@@ -185,8 +185,10 @@ class RoIHeads(nn.Module):
         return RoIOutput(logits, offsets, densities, density_logits)
 
     @torch.no_grad()
-    def sample(self, proposals: list[Tensor], targets: list[dict]) -> RoISamples:
-        """Training RoIs: the proposals plus the ground-truth boxes, matched and sampled."""
+    def sample(self, proposals: list[Tensor], targets: list[dict], density_same_class: bool = False) -> RoISamples:
+        """Training RoIs: the proposals plus the ground-truth boxes, matched and sampled; each
+        RoI's density target is its object's (``density_targets``: max IoU with another object,
+        of its class only with ``density_same_class``)."""
         out = RoISamples([], [], [], [])
         for boxes, target in zip(proposals, targets):
             gt_boxes = target["boxes"].to(boxes.dtype)
@@ -202,7 +204,7 @@ class RoIHeads(nn.Module):
                 labels = gt_labels[matched.clamp(min=0)] + 1
                 labels[matched == BACKGROUND] = 0
                 labels[matched == IGNORED] = -1
-                gt_density = density_targets(gt_boxes)
+                gt_density = density_targets(gt_boxes, gt_labels if density_same_class else None)
             positive, negative = self.sampler(labels)
             chosen = torch.cat([positive, negative])
             matched_boxes = gt_boxes[matched[chosen].clamp(min=0)]
