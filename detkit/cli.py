@@ -482,7 +482,7 @@ def quickstart(out, minutes, overrides):
               type=click.Choice(["all", "detectors", "focal", "necks", "backbones", "nms"]),
               help="Which comparison (repeatable): two-stage vs one-stage detectors, focal loss vs cross-entropy, "
                    "FPN vs BiFPN, ResNet vs EfficientNet, the suppressors.")
-@click.option("--budget", default="cpu", show_default=True, metavar="smoke|cpu|full|STUDY.yaml",
+@click.option("--budget", default="cpu", show_default=True, metavar="smoke|cpu|cpu-long|full|STUDY.yaml",
               help="smoke: every suite in about a minute (checks the machinery, not the claims); cpu: the whole "
                    "study on a 2-core CPU in under 3 hours; full: the COCO recipe for GPUs with pretrained "
                    "backbones; or a study file of your own (configs/compare/*.yaml show the format).")
@@ -497,11 +497,15 @@ def quickstart(out, minutes, overrides):
                    "--set datasets.shapes.synthetic.out=/tmp/shapes (repeatable; YAML values).")
 @click.option("--reference", type=click.Path(exists=True, dir_okay=False),
               help="An earlier results.json: the report adds how this run reproduces its numbers.")
-@click.option("--plan", is_flag=True, help="List the runs the suites need (model, data, steps) and exit.")
+@click.option("--reuse", type=click.Path(exists=True, dir_okay=False),
+              help="With a sweep (--budget cpu-long): an earlier results.json whose runs of exactly the same "
+                   "config are recorded from it instead of trained (e.g. docs/compare/cpu/results.json: the 1x runs).")
+@click.option("--plan", is_flag=True, help="List the runs the suites need (model, data, steps) and exit; with a "
+                                           "sweep, which are recorded in OUT/runs and the time left.")
 @click.option("--report-only", is_flag=True,
               help="Rebuild report.md and the plots from OUT/results.json (verdicts re-judged); train nothing.")
 @user_errors
-def compare_command(suites, budget, out, runs_dir, seed, overrides, reference, plan, report_only):
+def compare_command(suites, budget, out, runs_dir, seed, overrides, reference, reuse, plan, report_only):
     """Reproduce the survey's detection comparisons under one declared budget.
 
     \b
@@ -515,10 +519,19 @@ def compare_command(suites, budget, out, runs_dir, seed, overrides, reference, p
       detkit compare --budget smoke --out /tmp/cmp            # a minute: the machinery
       detkit compare --suite nms --budget cpu --out cmp/nms   # one suite
       detkit compare --budget cpu --out cmp --reference docs/compare/cpu/results.json
+      detkit compare --budget cpu-long --out docs/compare/cpu-long --reuse docs/compare/cpu/results.json
+
+    \b
+    cpu-long sweeps the contested claims over 1x, 2x and 4x the cpu budget's steps with the
+    BatchNorm and the GroupNorm recipe. Each finished run's measurements are written at once
+    to OUT/runs/<run>.json and the report rebuilt; a run recorded there is not trained again,
+    so the sweep continues across sittings and machines from what is committed (--plan says
+    what is left).
 
     \b
     Writes OUT/report.md, OUT/results.json (configs, seeds, versions, hardware) and PNGs:
-    speed_accuracy, ap_by_size, pr_curves, training, nms, nms_sweep.
+    speed_accuracy, ap_by_size, pr_curves, training, nms, nms_sweep (with a sweep: one
+    sweep_<claim>.png per claim, its difference against training steps).
     """
     import shlex
 
@@ -534,12 +547,16 @@ def compare_command(suites, budget, out, runs_dir, seed, overrides, reference, p
         output_folder(out, "--out")
     study = load_study(budget, list(overrides), seed=seed, runs_dir=runs_dir)
     chosen = study.chosen(suites)
+    if reuse and study.sweep is None:
+        raise click.UsageError(f"--reuse: the study {study.path} has no sweep (it trains or loads its runs itself)")
+    reused = load_results(reuse) if reuse else None
     if plan:
-        click.echo("\n".join(study.plan(chosen)))
+        click.echo("\n".join(study.plan(chosen, out=out, reuse=reused)))
         return
     reference_results = load_results(reference) if reference else None
     command = "detkit " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "detkit compare"
-    results = compare(study, chosen, out, command=command, reference=reference_results, say=click.echo)
+    results = compare(study, chosen, out, command=command, reference=reference_results, say=click.echo,
+                      reuse=reused)
     if not results:  # a torchrun process other than rank 0: it trained its share
         return
     click.echo(f"\nwrote {out / 'report.md'}, {out / 'results.json'} and the plots")

@@ -381,6 +381,29 @@ CLAIMS: list[Claim] = [
 ]
 
 
+_PAIR_CLAIMS = {"focal_beats_cross_entropy": "focal", "bifpn_beats_fpn": "necks", "efficientnet_beats_resnet": "backbones"}
+
+
+def claim_pair(results: Mapping, claim_id: str) -> tuple[str, str] | None:
+    """The (variant, baseline) runs whose AP difference decides ``claim_id`` (against SSD or
+    YOLO, the first of them, for two-stage accuracy); None for a claim not decided by one
+    pair's AP, or whose runs the study lacks."""
+    try:
+        if claim_id in _PAIR_CLAIMS:
+            return _pair(results, _PAIR_CLAIMS[claim_id]) if _has(results, _PAIR_CLAIMS[claim_id]) else None
+        if not _has(results, "detectors"):
+            return None
+        if claim_id == "retinanet_matches_two_stage":
+            return _detector(results, "retinanet"), _detector(results, "faster_rcnn")
+        if claim_id == "efficientdet_efficiency":
+            return _detector(results, "efficientdet"), _detector(results, "yolo")
+        if claim_id == "two_stage_accuracy":
+            return _detector(results, "faster_rcnn"), _one_stage(results)[0]
+    except _Missing:
+        return None
+    return None
+
+
 def verdicts(results: Mapping) -> list[dict]:
     """Every claim whose suite is in ``results``: the claim, the published and measured numbers, the verdict."""
     out = []

@@ -70,8 +70,14 @@ from detkit.evaluation.coco_eval import coco_ground_truth
 
 
 def compare(study: Study, suites: list[str], out: Path, *, command: str = "", reference: Mapping | None = None,
-            say: Callable[[str], None] = print, progress: bool = True) -> dict:
-    """Run ``suites`` of ``study``; write and return the results (see the module docstring)."""
+            say: Callable[[str], None] = print, progress: bool = True, reuse: Mapping | None = None) -> dict:
+    """Run ``suites`` of ``study``; write and return the results (see the module docstring). A
+    study with a sweep runs in ``sweep.py`` (``reuse``: an earlier results.json whose runs of
+    the same config it records instead of training them)."""
+    if study.sweep is not None:
+        from detkit.compare.sweep import compare_sweep
+
+        return compare_sweep(study, suites, out, command=command, reuse=reuse, say=say, progress=progress)
     started, clock = datetime.datetime.now(datetime.timezone.utc), time.monotonic()
     if not is_main_process():  # under torchrun one process speaks
         say, progress = (lambda _: None), False
@@ -147,6 +153,11 @@ def rebuild_report(out: Path) -> list[Path]:
         raise ValueError(f"--report-only: {path} does not exist (run detkit compare first)")
     results = load_results(path)
     results["claims"] = verdicts(results)  # the numbers judged by today's rules
+    if results.get("sweep"):
+        from detkit.compare.sweep import judge_sweep
+
+        results["sweep"] = judge_sweep(results)
+        results["claims"] = next(iter(results["sweep"]["slices"].values()))["claims"]
     results[VERSION_KEY] = SCHEMA_VERSION  # and written as this version's file (every older one is a subset)
     return write(results, Path(out))
 

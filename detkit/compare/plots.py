@@ -6,6 +6,8 @@
     training.png         training loss against step, per suite
     nms.png              AP, AP50 and recall of each suppressor on each split
     nms_sweep.png        AP against each suppressor's threshold; NMS's recall ceiling on perfect boxes
+    sweep_<claim>.png    with a sweep: the claim's AP difference and its 2-sigma band against training
+                         steps, one line per recipe
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ def plot_all(results: Mapping, out: Path) -> list[Path]:
     if _model_suites(results):
         paths += [speed_accuracy(results, out / "speed_accuracy.png"), ap_by_size(results, out / "ap_by_size.png"),
                   pr_curves(results, out / "pr_curves.png"), training(results, out / "training.png")]
+    for claim, points in (results.get("sweep") or {}).get("trends", {}).items():
+        paths.append(budget_trend(claim, points, out / f"sweep_{claim}.png"))
     if "nms" in results["suites"]:
         paths += [nms_bars(results, out / "nms.png"), nms_sweep(results, out / "nms_sweep.png")]
         stats = results["suites"]["nms"].get("crowd_statistics") or {}
@@ -227,3 +231,27 @@ def crowd_densities(results: Mapping, path: Path) -> Path:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
+
+
+def budget_trend(claim: str, points: list[Mapping], path: Path) -> Path:
+    """One claim of a sweep: variant AP - baseline AP against training steps, +- 2 sigma, per recipe."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    recipes = list(dict.fromkeys(p["recipe"] for p in points))
+    for i, recipe in enumerate(recipes):
+        mine = sorted((p for p in points if p["recipe"] == recipe), key=lambda p: p["steps"])
+        steps = [p["steps"] * (1 + 0.03 * (i - (len(recipes) - 1) / 2)) for p in mine]  # side by side, not on top
+        deltas, bands = [p["delta"] for p in mine], [2 * p["sigma"] for p in mine]
+        ax.errorbar(steps, deltas, yerr=bands, marker="o", capsize=4, color=f"C{i}", label=f"{recipe} (+- 2 sigma)")
+    ax.axhline(0, color="black", linewidth=0.8, linestyle="--")
+    ax.set_xscale("log", base=2)
+    ticks = sorted({p["steps"] for p in points})
+    ax.set_xticks(ticks, [f"{t:,}" for t in ticks])
+    ax.minorticks_off()
+    first = points[0]
+    ax.set_xlabel("training steps")
+    ax.set_ylabel(f"AP: {first['variant']} - {first['baseline']}")
+    ax.set_title(claim.replace("_", " "))
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+

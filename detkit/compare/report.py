@@ -97,9 +97,14 @@ def write_report(results: Mapping, out: Path, plots: list[Path]) -> Path:
         lines += ["> **Smoke budget.** This run checks the machinery; its numbers and verdicts mean nothing.", ""]
     lines += [results.get("about", ""), ""]
     lines += _header(results) + [""]
-    lines += ["## Verdicts", "", *verdict_table(results.get("claims", [])), ""]
-    lines += _noise_section(results) + [""]
     shown = {p.name for p in plots}
+    if results.get("sweep"):
+        first = next(iter(results["sweep"]["slices"]))
+        lines += [f"## Verdicts at {first}", "", *verdict_table(results.get("claims", [])), ""]
+        lines += _sweep_section(results, shown) + [""]
+    else:
+        lines += ["## Verdicts", "", *verdict_table(results.get("claims", [])), ""]
+    lines += _noise_section(results) + [""]
     for suite in results["suites"]:
         lines += [f"## {SUITE_TITLES[suite]}", ""]
         if suite == "nms":
@@ -119,6 +124,38 @@ def write_report(results: Mapping, out: Path, plots: list[Path]) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path
+
+
+def _sweep_section(results: Mapping, shown: set[str]) -> list[str]:
+    """The claims as the budget grows: per claim, the difference and its noise at each recipe
+    and multiple, the verdict there, and its plot; then the runs not yet recorded."""
+    sweep = results["sweep"]
+    lines = ["## As the budget grows", "",
+             f"Each run trained at {', '.join(f'{k}x' for k in sweep['multiples'])} the recipe's steps (each a full "
+             f"schedule of its own), with each recipe ({', '.join(sweep['recipes'])}); every slice judged as a study "
+             "of its own: the paired bootstrap of its two runs and the seed probe's sigma measured at "
+             f"{next(iter(sweep['slices']))} (longer schedules were not probed).", ""]
+    claims = {c["id"]: c for s in sweep["slices"].values() for c in s["claims"]}
+    for claim_id, points in sweep["trends"].items():
+        lines += [f"### {claims[claim_id]['claim']}", ""]
+        rows = [[p["recipe"], f"{p['multiple']}x", f"{p['steps']:,}", f"`{p['variant']}` {_f(p['variant_AP'])}",
+                 f"`{p['baseline']}` {_f(p['baseline_AP'])}", f"{p['delta']:+.3f}", f"{2 * p['sigma']:.3f}",
+                 _short_verdict(p["verdict"])] for p in sorted(points, key=lambda p: (p["recipe"], p["steps"]))]
+        lines += _table(["recipe", "budget", "steps", "variant AP", "baseline AP", "difference", "2 sigma", "verdict"],
+                        rows, numbers_from=2)
+        if f"sweep_{claim_id}.png" in shown:
+            lines += ["", f"![{claim_id} against training steps](sweep_{claim_id}.png)"]
+        lines.append("")
+    pending = {label: s["pending"] for label, s in sweep["slices"].items() if s["pending"]}
+    if pending:
+        lines += ["Not yet recorded (`detkit compare --plan` shows the time left):", ""]
+        lines += [f"- {label}: {', '.join(f'`{r}`' for r in runs)}" for label, runs in pending.items()]
+    return lines
+
+
+def _short_verdict(verdict: str) -> str:
+    return {REPRODUCED: "reproduced", NOT_MEASURABLE: "not measurable", NOT_TESTED: "not tested"}.get(
+        verdict, "not reproduced")
 
 
 def _header(results: Mapping) -> list[str]:

@@ -278,6 +278,13 @@ PROVENANCE = record({
 })
 MEASURE = record({"latency_images": integer, "warmup": integer, "precise_bn": integer},
                  {"bootstrap": integer, "seed_probe": nullable(ANY_OBJECT)})
+TREND_POINT = record({"slice": text, "recipe": text, "multiple": integer, "steps": integer, "variant": text,
+                      "baseline": text, "variant_AP": number, "baseline_AP": number, "delta": number, "sigma": number,
+                      "verdict": one_of(*VERDICTS)})
+SWEEP = record({"multiples": list_of(integer, non_empty=True), "recipes": TEXTS, "suites": ANY_OBJECT,
+                "slices": table(record({"recipe": text, "multiple": integer, "runs": table(text), "pending": TEXTS,
+                                        "steps": nullable(integer), "claims": list_of(CLAIM)})),
+                "trends": table(list_of(TREND_POINT))}, {"base_recipe": text})
 RESULTS = record({
     "budget": text,
     "seed": integer,
@@ -287,7 +294,8 @@ RESULTS = record({
     "suites": by_name(SUITE_RECORDS),  # a suite of another name is a new version: the report renders each
     "noise": record({"bootstrap_draws": integer, "seed_probe": nullable(SEED_PROBE)}),
     "provenance": PROVENANCE,
-}, {"about": text, "suites_run": TEXTS, "measure": MEASURE, "claims": list_of(CLAIM), "reference": REPRODUCTION})
+}, {"about": text, "suites_run": TEXTS, "measure": MEASURE, "claims": list_of(CLAIM), "reference": REPRODUCTION,
+    "sweep": SWEEP})
 
 
 # ------------------------------------------------------------------------------ validate

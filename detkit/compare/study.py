@@ -1,7 +1,7 @@
 """A comparison study: the runs to train, the data they train on, the one recipe they share
 (the equal, declared budget), and the suites that compare them.
 
-A study is a YAML file; the three budgets ship as ``configs/compare/{smoke,cpu,full}.yaml``::
+A study is a YAML file; the budgets ship as ``configs/compare/{smoke,cpu,cpu-long,full}.yaml``::
 
     budget: cpu
     seed: 0                       # every run's training seed (detkit compare --seed)
@@ -22,6 +22,20 @@ A study is a YAML file; the three budgets ship as ``configs/compare/{smoke,cpu,f
       nms: {run: ..., also: [...], splits: {normal: shapes, crowded: {dataset: crowded, min_pair_iou: 0.5}}}
     measure: {latency_images: 30, warmup: 3, bootstrap: 200, seed_probe: {run: retinanet, seeds: 2}}
 
+A study can build on another (``base: cpu.yaml``, relative to the study file): the base's keys
+with this file's merged over them, except ``suites``, which this file replaces when it gives
+them. A ``sweep`` retrains the runs of the pair and detectors suites at several budgets and
+recipes (``configs/compare/cpu-long.yaml``)::
+
+    sweep:
+      multiples: [1, 2, 4]        # each run at 1x, 2x and 4x the recipe's epochs, each a full schedule
+      base_recipe: bn             # what the runs as written are called in the report
+      recipes:                    # the same runs with other model settings, every swept run named
+        gn: {retinanet: {backbone: {norm: gn}}, ...}
+
+A swept run is named ``<run>[+<recipe>][@<k>x]`` (``retinanet+gn@4x``); ``<run>`` itself is
+the base recipe at 1x, so a study's finished runs and its recorded results serve its sweep.
+
 A run's config is built in this order, later over earlier: the ``config`` file (or the run
 named by ``from``), the dataset named by ``data`` (its train/val/synthetic replace the
 file's), the recipe, the run's own ``model``/``data``/``train`` keys; then its seed and run
@@ -38,12 +52,13 @@ from typing import Any, Mapping
 from detkit.config import (check, merge, parse_override, read_config, read_yaml, shipped_configs, unknown_choice,
                            unknown_key)
 
-BUDGETS = ("smoke", "cpu", "full")
+BUDGETS = ("smoke", "cpu", "cpu-long", "full")
 SUITES = ("detectors", "focal", "necks", "backbones", "nms")
 PAIRS = {"focal": ("cross_entropy", "focal"), "necks": ("fpn", "bifpn"), "backbones": ("resnet", "efficientnet")}
 """The two-run suites: (baseline role, variant role). Each claim says the variant does better."""
 
-_TOP_KEYS = ("budget", "about", "seed", "datasets", "recipe", "runs", "suites", "measure")
+_TOP_KEYS = ("base", "budget", "about", "seed", "datasets", "recipe", "runs", "suites", "measure", "sweep")
+_SWEEP_KEYS = ("multiples", "base_recipe", "recipes")
 _RUN_KEYS = ("config", "from", "data", "model", "train", "weights")
 _DATA_SOURCES = ("train", "val", "synthetic")  # the keys a dataset entry gives a run's data section
 MEASURE_DEFAULTS: dict[str, Any] = {
@@ -95,6 +110,9 @@ class Study:
     suites: dict[str, dict]
     measure: dict
     spec: dict = field(default_factory=dict)  # the study as read (with overrides), for results.json
+    # with a sweep: {"multiples", "base_recipe", "recipes" (names, the base first), "runs" (the swept
+    # runs' base names), "slices": {"<recipe>@<k>x": {base name: swept run name}}}; else None
+    sweep: dict | None = None
 
     def runs_for(self, suites: list[str]) -> list[str]:
         """The runs that ``suites`` need, in study order, with the seed probe's when any
@@ -105,31 +123,66 @@ class Study:
         probe = self.measure.get("seed_probe")
         if probe and any(s != "nms" for s in suites):
             wanted |= {probe["run"], *probe_names(probe)}
+        if self.sweep is not None and any(s != "nms" for s in suites):
+            for members in self.sweep["slices"].values():
+                wanted |= {swept for base, swept in members.items() if base in wanted}
         return [name for name in self.runs if name in wanted]
 
     def chosen(self, suites) -> list[str]:
-        """``--suite`` values (``all`` for every suite) as this study's suites, in order; a suite
-        the study lacks is an error naming the ones it has."""
-        chosen = list(SUITES) if "all" in suites else list(dict.fromkeys(suites))
+        """``--suite`` values (``all`` for every suite the study has) as this study's suites, in
+        order; a suite named that the study lacks is an error naming the ones it has."""
+        chosen = [s for s in SUITES if s in self.suites] if "all" in suites else list(dict.fromkeys(suites))
         missing = [s for s in chosen if s not in self.suites]
         if missing:
             raise ValueError(f"--suite: the study {self.path} has no suite {', '.join(missing)} "
                              f"(it has {', '.join(self.suites)})")
         return chosen
 
-    def plan(self, suites: list[str]) -> list[str]:
-        """``detkit compare --plan``: a line per run the suites need (model, data, steps, folder)."""
+    def plan(self, suites: list[str], out: Path | None = None, reuse: Mapping | None = None) -> list[str]:
+        """``detkit compare --plan``: a line per run the suites need (model, data, steps, folder);
+        with a sweep, whether it is recorded (under ``out``, or in ``reuse``) and, for the rest,
+        the training time its recorded relatives took per step."""
         from detkit.compare.report import architecture
 
         names = self.runs_for(suites)
         lines = [f"{self.path}: {len(names)} runs for {', '.join(suites)}"]
+        done: dict = {}
+        if self.sweep is not None and out is not None:
+            from detkit.compare.sweep import recorded_parts, same_run
+
+            done = recorded_parts(self, names, out)
+            for name, theirs in (reuse or {}).get("runs", {}).items():
+                if name in names and name not in done and same_run(theirs["config"], self.runs[name].config):
+                    done[name] = theirs
+        left = 0.0
         for name in names:
             run = self.runs[name]
             train = run.config["train"]
-            lines.append(f"  {name:<24} {architecture(run.config):<44} data {run.dataset:<10} "
-                         f"{train['epochs']} epochs x batch {run.config['data']['batch_size']}, seed {train['seed']}, "
-                         f"-> {train['out']}")
+            line = (f"  {name:<24} {architecture(run.config):<44} data {run.dataset:<10} "
+                    f"{train['epochs']} epochs x batch {run.config['data']['batch_size']}, seed {train['seed']}, "
+                    f"-> {train['out']}")
+            if self.sweep is not None and out is not None:
+                if name in done:
+                    line += "  [recorded]"
+                else:
+                    minutes = _estimate_minutes(name, run, done)
+                    left += minutes or 0.0
+                    line += f"  [to train: ~{minutes:.0f} min]" if minutes else "  [to train]"
+            lines.append(line)
+        if self.sweep is not None and out is not None:
+            lines.append(f"{len(done)} of {len(names)} recorded under {Path(out) / 'runs'}; ~{left / 60:.1f} h of "
+                         "training left, estimated from the recorded runs of the same model (seconds per step)")
         return lines
+
+
+def _estimate_minutes(name: str, run: Run, done: Mapping[str, Mapping]) -> float | None:
+    """Minutes to train ``run``: the time of a recorded run of the same base run and recipe (any
+    multiple; else of the same base run, any recipe) scaled by their epochs; None with none."""
+    for stem in (lambda n: n.split("@")[0], lambda n: n.split("@")[0].split("+")[0]):
+        for other, part in done.items():
+            if stem(other) == stem(name) and part.get("steps"):
+                return part["train_seconds"] / 60 * run.config["train"]["epochs"] / part["config"]["train"]["epochs"]
+    return None
 
 
 def suite_runs(suite: str, spec: Mapping) -> list[str]:
@@ -161,7 +214,7 @@ def load_study(budget: str, overrides: list[str] | None = None, *, seed: int | N
     config built and checked, run folders under ``runs_dir`` (default:
     ``runs/compare/<study>-seed<seed>``, so that another seed never meets this one's runs)."""
     path = study_path(budget)
-    spec = read_yaml(path)
+    spec = _read_study(path)
     for item in overrides or []:
         spec = merge(spec, parse_override(item))
     where = str(path)
@@ -198,8 +251,84 @@ def load_study(budget: str, overrides: list[str] | None = None, *, seed: int | N
             runs[probe_name].probe_of = probe["run"]
     suites = {name: _suite(name, suite, runs, datasets, f"{where}: suites.{name}")
               for name, suite in spec["suites"].items()}
+    sweep = None
+    if spec.get("sweep") is not None:
+        sweep = _sweep(spec["sweep"], suites, raw, runs, seed, runs_dir, f"{where}: sweep")
     return Study(str(spec.get("budget", path.stem)), path, str(spec.get("about", "")).strip(), seed, datasets,
-                 runs, suites, measure, spec)
+                 runs, suites, measure, spec, sweep)
+
+
+def _read_study(path: Path, seen: tuple = ()) -> dict:
+    """The study file at ``path`` over its ``base`` (recursively): mappings merged, ``suites``
+    replaced when the file gives them."""
+    spec = read_yaml(path)
+    if "base" not in spec:
+        return spec
+    base = path.parent / str(spec.pop("base"))
+    if base.resolve() in seen or base.resolve() == path.resolve():
+        raise ValueError(f"{path}: base: {base} leads back to itself")
+    if not base.is_file():
+        raise ValueError(f"{path}: base: {base} does not exist (a study file, relative to this one)")
+    under = _read_study(base, (*seen, path.resolve()))
+    if "suites" in spec:
+        under.pop("suites", None)
+    return merge(under, spec)
+
+
+def swept_name(run: str, recipe: str | None, multiple: int) -> str:
+    """``run`` trained with ``recipe`` (None: the base recipe) for ``multiple`` x its epochs."""
+    return run + (f"+{recipe}" if recipe else "") + (f"@{multiple}x" if multiple != 1 else "")
+
+
+def _sweep(values: Any, suites: Mapping, raw: dict, runs: dict, seed: int, runs_dir, where: str) -> dict:
+    """Check the sweep and add its runs to ``runs``: every run of the pair and detectors
+    suites, with each recipe, at each multiple of its epochs (each a full schedule: a 4x run
+    anneals over 4x the steps, not the 1x run continued)."""
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{where} must be a mapping ({', '.join(_SWEEP_KEYS)}), got {values!r}")
+    for key in values:
+        if key not in _SWEEP_KEYS:
+            raise unknown_key(key, _SWEEP_KEYS, where)
+    multiples = values.get("multiples")
+    if not isinstance(multiples, list) or not multiples or any(
+            isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in multiples) or multiples != sorted(set(multiples)):
+        raise ValueError(f"{where}.multiples must be increasing whole numbers >= 1, e.g. [1, 2, 4], got {multiples!r}")
+    base_recipe = str(values.get("base_recipe", "base"))
+    recipes = values.get("recipes") or {}
+    if not isinstance(recipes, Mapping):
+        raise ValueError(f"{where}.recipes must map a recipe's name to {{run: model settings}}, got {recipes!r}")
+    swept = [name for name in runs if any(name in suite_runs(s, spec) for s, spec in suites.items() if s != "nms")]
+    if not swept:
+        raise ValueError(f"{where}: the study has no pair or detectors suite whose runs it could sweep")
+    for recipe, models in recipes.items():
+        if not isinstance(recipe, str) or not recipe.isidentifier() or recipe == base_recipe:
+            raise ValueError(f"{where}.recipes: {recipe!r} must be a name (letters, digits, _) other than "
+                             f"the base recipe's ({base_recipe})")
+        if not isinstance(models, Mapping):
+            raise ValueError(f"{where}.recipes.{recipe} must map each swept run to its model settings, got {models!r}")
+        missing = [name for name in swept if name not in models]
+        if missing:
+            raise ValueError(f"{where}.recipes.{recipe}: no model settings for {', '.join(missing)} (each swept run "
+                             f"needs its own: {', '.join(swept)}; {{}} for none)")
+        for name in models:
+            if name not in swept:
+                raise unknown_choice(name, swept, f"{where}.recipes.{recipe}", "swept run")
+    slices: dict[str, dict[str, str]] = {}
+    for multiple in multiples:
+        for recipe in [None, *recipes]:
+            members = slices[f"{recipe or base_recipe}@{multiple}x"] = {}
+            for name in swept:
+                members[name] = swept_name(name, recipe, multiple)
+                if members[name] in runs:
+                    continue
+                config = merge(raw[name], {"model": recipes[recipe][name]}) if recipe else copy.deepcopy(raw[name])
+                for key in ("epochs", "max_iters"):
+                    if config.get("train", {}).get(key):
+                        config["train"][key] = int(config["train"][key]) * multiple
+                runs[members[name]] = _run(members[name], config, runs[name].dataset, seed, runs_dir, None,
+                                           f"{where}: {members[name]}")
+    return {"multiples": list(multiples), "base_recipe": base_recipe, "recipes": [base_recipe, *recipes],
+            "runs": swept, "slices": slices}
 
 
 def _raw_run(name: str, entry: Any, raw: dict, runs: dict, datasets: dict, recipe: Mapping,

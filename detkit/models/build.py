@@ -344,8 +344,8 @@ def build_yolo(config: Mapping[str, Any], where: str = "model") -> YOLO:
     """YOLOv3: Darknet-53 (C3..C5) + FPN (P3..P5) + YOLOHead, 3 anchors per scale, letterbox 416."""
     config = dict(config)
     config.pop("type", None)
-    allowed = {"num_classes", "class_names", "backbone", "neck", "anchors", "in_levels", "postprocess", "transform",
-               "criterion", "score_threshold", "top_k", "detections_per_image"}
+    allowed = {"num_classes", "class_names", "backbone", "neck", "head", "anchors", "in_levels", "postprocess",
+               "transform", "criterion", "score_threshold", "top_k", "detections_per_image"}
     num_classes = _checked_detector_keys(config, allowed, where)
     backbone = build_backbone(config.get("backbone") or {"type": "darknet53"}, f"{where}.backbone")
     # no "neck" key: an FPN over the three scales (YOLOv3's top-down path); "neck: null": none
@@ -358,7 +358,8 @@ def build_yolo(config: Mapping[str, Any], where: str = "model") -> YOLO:
     if len(anchors) != len(levels) or len(counts) != 1:
         raise ValueError(f"{where}.anchors: need one list of (w, h) per scale ({len(levels)}: {', '.join(levels)}), "
                          f"each as long, got {[len(level) for level in anchors]}")
-    head = YOLOHead([shapes[lvl].channels for lvl in levels], counts.pop(), num_classes)
+    head = _call(YOLOHead, config.get("head") or {}, f"{where}.head",
+                 channels=[shapes[lvl].channels for lvl in levels], num_anchors=counts.pop(), num_classes=num_classes)
     transform = None
     if config.get("transform"):
         transform = _call(DetectionTransform, {**LETTERBOX_416, **config["transform"]}, f"{where}.transform")

@@ -117,7 +117,7 @@ def test_report_only_and_plan(smoke):
     assert result.exit_code == 0, result.output
     assert (root / "out" / "report.md").read_text() == before and (root / "out" / "nms.png").is_file()
     plan = CliRunner().invoke(main, ["compare", "--budget", "cpu", "--out", str(root / "x"), "--plan"])
-    assert plan.exit_code == 0 and "20 runs for detectors, focal, necks, backbones, nms" in plan.output
+    assert plan.exit_code == 0 and "21 runs for detectors, focal, necks, backbones, nms" in plan.output
     assert "retinanet.seed+2" in plan.output and not (root / "x").exists()
 
 

@@ -10,13 +10,16 @@ from detkit.models import build_model
 @pytest.mark.parametrize("budget", BUDGETS)
 def test_every_shipped_study_builds_every_model(budget):
     study = load_study(budget, runs_dir="/nonexistent/runs")
-    assert set(study.suites) == set(SUITES)
-    for name in study.runs_for(list(SUITES)):
+    assert set(study.suites) == set(SUITES) - ({"nms"} if study.sweep else set())  # a sweep compares budgets
+    built = set()
+    for name in study.runs_for(list(study.suites)):
+        assert study.runs[name].config["train"]["out"] == f"/nonexistent/runs/{name}"
         model = dict(study.runs[name].config["model"], num_classes=5)
         if (model.get("backbone") or {}).get("weights"):
             model["backbone"] = {**model["backbone"], "weights": None}  # no downloads in tests
-        build_model(model)
-        assert study.runs[name].config["train"]["out"] == f"/nonexistent/runs/{name}"
+        if repr(model) not in built:  # a sweep trains each model at several budgets
+            build_model(model)
+            built.add(repr(model))
 
 
 def test_the_recipe_is_every_runs_budget():
