@@ -43,6 +43,21 @@ def test_the_nms_rerun_is_the_commands_output(cpu_nms):
         assert (DOCS / "compare" / "cpu-nms" / f"{png}.png").stat().st_size > 10_000
 
 
+def test_the_roi_same_class_study_is_the_commands_output():
+    """The per-RoI density head with same-class targets, measured on its own (issue 16): the
+    command that made it, its verdicts by today's rules, and the figures the survey quotes."""
+    results = json.loads((DOCS / "compare" / "cpu-nms-roi-same-class" / "results.json").read_text())
+    assert "--set suites.nms.run=faster_rcnn_crowded_roi_same_class" in results["command"]
+    assert set(results["runs"]) == {"faster_rcnn_crowded_roi_same_class"} and verdicts(results) == results["claims"]
+    dense = results["suites"]["nms"]["splits"]["dense"]
+    rows, densities = dense["rows"], dense["densities"]
+    assert (rows["adaptive_nms"]["lost"], rows["nms"]["lost"], rows["adaptive_nms_oracle"]["lost"]) == (62, 107, 65)
+    assert rows["adaptive_nms"]["duplicates"] - rows["nms"]["duplicates"] == 15
+    assert round(densities["pearson"], 3) == 0.789 and round(100 * densities["lone_predicted_below"], 1) == 93.9
+    survey = (DOCS / "survey.md").read_text()
+    assert "| 0.193 | 0.789 / 0.715 | 93.9% / 97.0% | 45 of 107 (42) | +15 |" in survey
+
+
 def test_survey_md_quotes_the_verdicts(cpu, cpu_nms):
     """The survey's table: the full study's verdicts, the suppressors' from their rerun."""
     survey = (DOCS / "survey.md").read_text()
