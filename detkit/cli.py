@@ -484,8 +484,10 @@ def quickstart(out, minutes, overrides):
                    "FPN vs BiFPN, ResNet vs EfficientNet, the suppressors.")
 @click.option("--budget", default="cpu", show_default=True, metavar="smoke|cpu|cpu-long|full|STUDY.yaml",
               help="smoke: every suite in about a minute (checks the machinery, not the claims); cpu: the whole "
-                   "study on a 2-core CPU in under 3 hours; full: the COCO recipe for GPUs with pretrained "
-                   "backbones; or a study file of your own (configs/compare/*.yaml show the format).")
+                   "study on a 2-core CPU in under 3 hours; cpu-long: the contested claims at 1x, 2x and 4x its "
+                   "steps, BatchNorm and GroupNorm (about 19 h, resumable from its recorded runs); full: the COCO "
+                   "recipe for GPUs with pretrained backbones; or a study file of your own (configs/compare/*.yaml "
+                   "show the format).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder for report.md, results.json and the PNG plots.")
 @click.option("--runs", "runs_dir", type=click.Path(file_okay=False),
