@@ -246,6 +246,7 @@ def budget_trend(claim: str, points: list[Mapping], path: Path) -> Path:
     ax.axhline(0, color="black", linewidth=0.8, linestyle="--")
     ax.set_xscale("log", base=2)
     ticks = sorted({p["steps"] for p in points})
+    ax.set_xlim(ticks[0] / 1.5, ticks[-1] * 1.5)  # the recipes' small offsets stay small beside one budget
     ax.set_xticks(ticks, [f"{t:,}" for t in ticks])
     ax.minorticks_off()
     first = points[0]

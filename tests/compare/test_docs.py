@@ -72,3 +72,16 @@ def test_the_rerun_reproduced_the_table(cpu):
     assert all(row["within_noise"] for row in rows.values())
     assert rerun["reference"]["verdicts_changed"] == []
     assert not any(run["reused"] for run in rerun["runs"].values())  # trained again, not loaded
+
+
+def test_the_cpu_long_sweep_is_the_commands_output_and_survey_md_quotes_it():
+    """The budget sweep (issue 17, item 4) as committed so far: every recorded run's part is the
+    run in results.json, and the survey quotes the focal pair's differences."""
+    folder = DOCS / "compare" / "cpu-long"
+    results = json.loads((folder / "results.json").read_text())
+    assert results["budget"] == "cpu-long" and results["command"].startswith("detkit compare --budget cpu-long")
+    for part in (folder / "runs").glob("*.json"):
+        assert json.loads(part.read_text())["eval"] == results["runs"][part.stem]["eval"]
+    survey = (DOCS / "survey.md").read_text()
+    for point in results["sweep"]["trends"]["focal_beats_cross_entropy"]:
+        assert f"{point['delta']:+.3f}" in survey
