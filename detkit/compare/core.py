@@ -46,7 +46,7 @@ from detkit.compare.runs import (
     val_dataset,
 )
 from detkit.compare.schema import SCHEMA_VERSION, VERSION_KEY, load_results, validate
-from detkit.compare.study import PAIRS, Study, probe_names, suite_runs, with_dataset
+from detkit.compare.study import Study, probe_names, suite_specs, with_dataset
 from detkit.compare.suppression import (
     FAMILIES,
     ORACLES,
@@ -113,14 +113,8 @@ def compare(study: Study, suites: list[str], out: Path, *, command: str = "", re
     results["noise"] = _noise(study, results["runs"])
     for suite in suites:
         say(f"suite {suite}")
-        if suite == "nms":
-            results["suites"]["nms"] = _nms_suite(study, trained, progress)
-        elif suite == "detectors":
-            results["suites"]["detectors"] = {"runs": suite_runs(suite, study.suites[suite])}
-        else:
-            baseline, variant = (study.suites[suite][role] for role in PAIRS[suite])
-            results["suites"][suite] = {"baseline": baseline, "variant": variant,
-                                        "roles": {role: study.suites[suite][role] for role in PAIRS[suite]}}
+        results["suites"][suite] = (_nms_suite(study, trained, progress) if suite == "nms"
+                                    else suite_specs(study, [suite])[suite])
     results["claims"] = verdicts(results)
     if reference is not None:
         results["reference"] = reproduction(results, reference)

@@ -175,6 +175,19 @@ class Study:
         return lines
 
 
+def suite_specs(study: Study, suites: list[str]) -> dict:
+    """results.json's ``suites`` entries of the model suites among ``suites``."""
+    specs = {}
+    for suite in suites:
+        if suite == "detectors":
+            specs["detectors"] = {"runs": suite_runs(suite, study.suites[suite])}
+        elif suite in PAIRS:
+            baseline, variant = (study.suites[suite][role] for role in PAIRS[suite])
+            specs[suite] = {"baseline": baseline, "variant": variant,
+                            "roles": {role: study.suites[suite][role] for role in PAIRS[suite]}}
+    return specs
+
+
 def _estimate_minutes(name: str, run: Run, done: Mapping[str, Mapping]) -> float | None:
     """Minutes to train ``run``: the time of a recorded run of the same base run and recipe (any
     multiple; else of the same base run, any recipe) scaled by their epochs; None with none."""

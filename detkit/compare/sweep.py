@@ -26,7 +26,7 @@ from typing import Callable, Mapping
 
 from detkit.compare.claims import claim_pair, difference, verdicts
 from detkit.compare.runs import _write_json, is_main_process, precise_batchnorm, train_or_load, val_dataset
-from detkit.compare.study import PAIRS, Study, suite_runs
+from detkit.compare.study import Study, suite_runs, suite_specs
 from detkit.engine.distributed import init, shutdown
 from detkit.engine.run import pick_device
 from detkit.evaluation.bootstrap import resample_indices
@@ -140,19 +140,6 @@ def _results(study: Study, suites: list[str], parts: Mapping[str, dict], command
     results["claims"] = next(iter(results["sweep"]["slices"].values()))["claims"]  # the base recipe, first multiple
     results["provenance"] = core.provenance(started, seconds)
     return results
-
-
-def suite_specs(study: Study, suites: list[str]) -> dict:
-    """results.json's ``suites`` entries of ``suites`` (the base runs' names)."""
-    specs = {}
-    for suite in suites:
-        if suite == "detectors":
-            specs["detectors"] = {"runs": suite_runs(suite, study.suites[suite])}
-        else:
-            baseline, variant = (study.suites[suite][role] for role in PAIRS[suite])
-            specs[suite] = {"baseline": baseline, "variant": variant,
-                            "roles": {role: study.suites[suite][role] for role in PAIRS[suite]}}
-    return specs
 
 
 def slice_view(results: Mapping, specs: Mapping, members: Mapping[str, str]) -> dict:
