@@ -380,7 +380,18 @@ def _density_lines(label: str, d: Mapping, how: str = "") -> list[str]:
             f"Pearson r {_f(d['pearson'])} with the object's true density; of the {d['crowded']} candidates of crowded "
             f"objects (true density > {n_t:g}), {100 * d['crowded_predicted_above']:.1f}% predicted above {n_t:g} (their "
             f"threshold raised); of the {d['lone']} candidates of lone objects, {100 * d['lone_predicted_below']:.1f}% "
-            f"predicted at or below {n_t:g}.", ""]
+            f"predicted at or below {n_t:g}.", ""] + _density_object_lines(d)
+
+
+def _density_object_lines(d: Mapping) -> list[str]:
+    """The density report's shares counted once per object (newer studies)."""
+    if "objects" not in d:
+        return []
+    o, n_t = d["objects"], d["iou_threshold"]
+    return [f"Once per object, at its best-scoring candidate (the box suppression keeps, whose density sets its "
+            f"neighbours' threshold): {o['objects']} objects, Pearson r {_f(o['pearson'])}; of the {o['crowded']} "
+            f"crowded objects {100 * o['crowded_predicted_above']:.1f}% predicted above {n_t:g}; of the {o['lone']} "
+            f"lone objects {100 * o['lone_predicted_below']:.1f}% at or below.", ""]
 
 
 def _sweep_tables(label: str, sweep: Mapping) -> list[str]:

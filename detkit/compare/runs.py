@@ -207,7 +207,7 @@ def evaluate(trained: TrainedRun, dataset: DetectionDataset) -> tuple[CocoEvalua
 
 @contextlib.contextmanager
 def density_readout(model, readout: str) -> Iterator[None]:
-    """Within it, ``model`` (a Faster R-CNN with the RPN's density subnet) reads each candidate's
+    """Within it, ``model`` (a Faster R-CNN with predicted densities) reads each candidate's
     density with ``readout`` ("anchor" or "box"); restores its own on exit."""
     own = model.density_readout
     model.set_density_readout(readout)
@@ -219,7 +219,8 @@ def density_readout(model, readout: str) -> Iterator[None]:
 
 def has_box_readout(model) -> bool:
     """True for a model whose densities can also be read at each box (``density_readout``)."""
-    return hasattr(model, "set_density_readout") and getattr(model.rpn, "density", None) is not None
+    return hasattr(model, "set_density_readout") and (
+        getattr(model.rpn, "density", None) is not None or getattr(model.roi_heads, "density_head", None) is not None)
 
 
 def read_raw(trained: TrainedRun, dataset: DetectionDataset) -> tuple[dict, int]:

@@ -218,7 +218,11 @@ SUPPRESSOR_ROW = record({
     "errors": ERROR_SUMMARY})  # why it misses; rows of the named suppressors
 DENSITY_REPORT = record({"candidates": integer, "pearson": number, "iou_threshold": number, "crowded": integer,
                          "crowded_predicted_above": number, "lone": integer, "lone_predicted_below": number},
-                        {"predicted_mean": number, "predicted_max": number, "true_mean": number})
+                        {"predicted_mean": number, "predicted_max": number, "true_mean": number,
+                         # the shares once per object, at its best-scoring candidate (newer studies)
+                         "objects": record({"objects": integer, "pearson": number, "crowded": integer,
+                                            "crowded_predicted_above": number, "lone": integer,
+                                            "lone_predicted_below": number})})
 SWEEP = record({"key": text, "values": NUMBERS, "AP": NUMBERS, "recall_covered": NUMBERS},
                {"AP50": NUMBERS}, same_length=("values", "AP", "AP50", "recall_covered"))
 NMS_SPLIT = record({

@@ -182,28 +182,60 @@ def density_report(index: DatasetIndex, raw: Mapping[int, Mapping], iou_threshol
     model's targets): Pearson's r; of the candidates of crowded objects (true density above
     ``iou_threshold``, N_t), the share predicted above N_t (the ones whose threshold Adaptive-NMS
     raises); of the candidates of lone objects (no other object overlaps them), the share
-    predicted at or below N_t."""
+    predicted at or below N_t. ``objects``: the same shares counted once per object, at the
+    object's best-scoring candidate (the one suppression keeps, whose density sets the
+    threshold for its neighbours; ties to the first)."""
     objects = _objects(index)
-    predicted, truth = [], []
+    predicted, truth, best_predicted, best_truth = [], [], [], []
     for image_id, det in raw.items():
         gt_boxes, gt_labels, _ = objects[image_id]
         if not len(gt_boxes) or not len(det["boxes"]) or det.get("densities") is None:
             continue
         matched, which = _best_objects(det, gt_boxes, gt_labels)
-        predicted.append(det["densities"][matched].double())
-        truth.append(density_targets(gt_boxes)[which[matched]].double())
-    p = torch.cat(predicted) if predicted else torch.zeros(0, dtype=torch.float64)
-    t = torch.cat(truth) if truth else torch.zeros(0, dtype=torch.float64)
+        densities, true = det["densities"][matched].double(), density_targets(gt_boxes)[which[matched]].double()
+        predicted.append(densities)
+        truth.append(true)
+        order = torch.argsort(det["scores"][matched], descending=True, stable=True)
+        first = _first_of_each(which[matched][order])
+        best_predicted.append(densities[order][first])
+        best_truth.append(true[order][first])
+    p, t = _joined(predicted), _joined(truth)
+    out = {"candidates": len(p), "pearson": _pearson(p, t), "iou_threshold": iou_threshold,
+           "predicted_mean": _mean(p), "predicted_max": float(p.max()) if len(p) else 0.0, "true_mean": _mean(t),
+           **_shares(p, t, iou_threshold)}
+    p, t = _joined(best_predicted), _joined(best_truth)
+    out["objects"] = {"objects": len(p), "pearson": _pearson(p, t), **_shares(p, t, iou_threshold)}
+    return out
+
+
+def _first_of_each(values: torch.Tensor) -> torch.Tensor:
+    """bool[N]: True at the first occurrence of each value."""
+    first = torch.zeros(len(values), dtype=torch.bool)
+    if len(values):
+        _, inverse = torch.unique(values, return_inverse=True)
+        positions = torch.full((int(inverse.max()) + 1,), len(values), dtype=torch.int64)
+        first[positions.scatter_reduce(0, inverse, torch.arange(len(values)), "amin")] = True
+    return first
+
+
+def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+
+
+def _mean(values: torch.Tensor) -> float:  # of densities, or of flags: a share
+    return float(values.double().mean()) if len(values) else 0.0
+
+
+def _pearson(p: torch.Tensor, t: torch.Tensor) -> float:
+    return float(torch.corrcoef(torch.stack([p, t]))[0, 1]) if len(p) > 1 and p.std() > 0 and t.std() > 0 else 0.0
+
+
+def _shares(p: torch.Tensor, t: torch.Tensor, iou_threshold: float) -> dict:
+    """Of the predicted densities ``p`` of crowded truths (``t`` above N_t) the share above N_t;
+    of those of lone truths (``t`` = 0) the share at or below."""
     crowded, lone = t > iou_threshold, t == 0
-    pearson = float(torch.corrcoef(torch.stack([p, t]))[0, 1]) if len(p) > 1 and p.std() > 0 and t.std() > 0 else 0.0
-
-    def mean(values: torch.Tensor) -> float:  # of densities, or of flags: a share
-        return float(values.double().mean()) if len(values) else 0.0
-
-    return {"candidates": len(p), "pearson": pearson, "iou_threshold": iou_threshold,
-            "predicted_mean": mean(p), "predicted_max": float(p.max()) if len(p) else 0.0, "true_mean": mean(t),
-            "crowded": int(crowded.sum()), "crowded_predicted_above": mean(p[crowded] > iou_threshold),
-            "lone": int(lone.sum()), "lone_predicted_below": mean(p[lone] <= iou_threshold)}
+    return {"crowded": int(crowded.sum()), "crowded_predicted_above": _mean(p[crowded] > iou_threshold),
+            "lone": int(lone.sum()), "lone_predicted_below": _mean(p[lone] <= iou_threshold)}
 
 
 def diagnose(index: DatasetIndex, raw: Mapping[int, Mapping], kept: list[tuple[int, dict]],

@@ -205,7 +205,7 @@ class FasterRCNNGraph(DetectorGraph):
     the box head, and ``RoIHeads.detect``: per (RoI, class) boxes and softmax scores above the
     threshold, through the suppressor. Densities come from the RPN's density subnet (at the
     proposal's anchor, or at the anchor each box overlaps most: the model's ``density_readout``)
-    or from the RoI density head."""
+    or from the RoI density head (on the proposal's RoI, or on each final box's own RoI)."""
 
     def __init__(self, model, image_size: Sequence[int]):
         from detkit.models.detectors.faster_rcnn import FasterRCNN
@@ -287,7 +287,9 @@ class FasterRCNNGraph(DetectorGraph):
             roi_densities = None
         boxes, scores, labels, candidate_densities = heads.candidates(
             heads.coder.decode(box_regression, proposals), F.softmax(class_logits, -1), roi_densities, self.resized)
-        if model.density_readout == "box" and densities is not None:  # the anchor each box overlaps most
+        if model.density_readout == "box" and heads.density_head is not None:  # the density head on each box's RoI
+            candidate_densities = heads.density_head(heads.box_head(self.pool(features, boxes)))[0]
+        elif model.density_readout == "box" and densities is not None:  # the anchor each box overlaps most
             candidate_densities = densities[box_iou(boxes, self.anchors).argmax(dim=1)]
         return self.suppressed(boxes, scores, labels, candidate_densities)
 

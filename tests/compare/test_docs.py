@@ -56,6 +56,12 @@ def test_the_roi_same_class_study_is_the_commands_output():
     assert round(densities["pearson"], 3) == 0.789 and round(100 * densities["lone_predicted_below"], 1) == 93.9
     survey = (DOCS / "survey.md").read_text()
     assert "| 0.193 | 0.789 / 0.715 | 93.9% / 97.0% | 45 of 107 (42) | +15 |" in survey
+    per_object = dense["densities"]["objects"]  # once per object, at its best-scoring candidate
+    assert (per_object["lone"], round(100 * per_object["lone_predicted_below"], 1)) == (102, 95.1)
+    assert "95.1% of the 102 lone objects below" in " ".join(survey.split())
+    box = dense["densities_box_readout"]  # the density head run again on each final box's RoI
+    assert (round(box["pearson"], 3), round(100 * box["lone_predicted_below"], 1)) == (0.803, 94.1)
+    assert rows["adaptive_nms_box_readout"]["lost"] == 62 and rows["adaptive_nms_box_readout"]["duplicates"] == 21
 
 
 def test_survey_md_quotes_the_verdicts(cpu, cpu_nms):

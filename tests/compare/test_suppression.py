@@ -175,6 +175,28 @@ def test_oracle_densities_give_each_matched_candidate_its_objects_true_density()
     assert len(nms["boxes"]) == 3 and len(adaptive["boxes"]) == 4
 
 
+def test_density_report_by_hand_per_candidate_and_once_per_object():
+    """Two objects at IoU 0.6 (crowded) and a lone one; the lone object has three candidates, the
+    best-scoring predicted lone, the other two crowded: per candidate 1 of 3 lone candidates is
+    below N_t, per object (at its best-scoring candidate) the lone object is."""
+    from detkit.compare.suppression import density_report
+
+    index = index_of(([[0, 0, 50, 100], [12.5, 0, 62.5, 100], [100, 0, 150, 100]], [0, 0, 0]))
+    raw = {1: {"boxes": torch.tensor([[0, 0, 50, 100], [12.5, 0, 62.5, 100], [100, 0, 150, 100], [101, 0, 151, 100],
+                                      [99, 0, 149, 100], [170, 150, 190, 170]], dtype=torch.float32),
+               "scores": torch.tensor([0.9, 0.4, 0.5, 0.8, 0.3, 0.9]), "labels": torch.tensor([0, 0, 0, 0, 0, 0]),
+               "densities": torch.tensor([0.7, 0.4, 0.6, 0.2, 0.9, 0.9])}}  # the last covers no object
+    d = density_report(index, raw, 0.5)
+    assert d["candidates"] == 5 and d["crowded"] == 2 and d["lone"] == 3
+    assert d["crowded_predicted_above"] == pytest.approx(0.5) and d["lone_predicted_below"] == pytest.approx(1 / 3)
+    p, t = np.array([0.7, 0.4, 0.6, 0.2, 0.9]), np.array([0.6, 0.6, 0, 0, 0])
+    assert d["pearson"] == pytest.approx(np.corrcoef(p, t)[0, 1])
+    o = d["objects"]  # each object at its best-scoring candidate: 0.7 (score 0.9), 0.4 (0.4), 0.2 (0.8)
+    assert o["objects"] == 3 and o["crowded"] == 2 and o["lone"] == 1
+    assert o["crowded_predicted_above"] == pytest.approx(0.5) and o["lone_predicted_below"] == 1.0
+    assert o["pearson"] == pytest.approx(np.corrcoef([0.7, 0.4, 0.2], [0.6, 0.6, 0])[0, 1])
+
+
 def test_margin_is_chosen_on_the_training_candidates_and_added_to_the_predictions():
     """Two objects of one class at IoU 0.6 whose candidates predict density 0.55: at N_t 0.5 the
     rule keeps the second only when d + delta > 0.6, so a margin of 0.1 or more finds both."""

@@ -172,16 +172,21 @@ def test_detkit_export_bad_input(tmp_path, monkeypatch):
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_detkit_export_faster_rcnn_with_densities(tmp_path):
-    """The CLI on a Faster R-CNN checkpoint with the RPN's density subnet, exported with
-    Adaptive-NMS (densities read at each box) for a batch of two."""
+@pytest.mark.parametrize("predictor", ["rpn_subnet", "roi_head"])
+def test_detkit_export_faster_rcnn_with_densities(tmp_path, predictor):
+    """The CLI on a Faster R-CNN checkpoint with the RPN's density subnet (densities read at the
+    anchor each box overlaps most) or the RoI density head (run again on each final box's RoI),
+    exported with Adaptive-NMS for a batch of two."""
     from click.testing import CliRunner
 
     from detkit.cli import main
     from tests.engine.conftest import tiny_config
 
     model_config = {**tiny_config(tmp_path)["model"], "num_classes": 3, "density_readout": "box"}
-    model_config["rpn"] = {**model_config["rpn"], "density": True}
+    if predictor == "rpn_subnet":
+        model_config["rpn"] = {**model_config["rpn"], "density": True}
+    else:
+        model_config["roi_heads"] = {**model_config.get("roi_heads", {}), "density_head": True}
     torch.manual_seed(0)
     model = build_model(model_config).eval()
     config, weights = write_run(tmp_path, model_config, model)

@@ -202,8 +202,41 @@ def test_box_readout_gives_each_detection_the_density_of_the_anchor_its_box_over
     assert set(carried.tolist()) <= set(rpn.proposal_densities()[0].tolist())
     with pytest.raises(ValueError, match="density_readout must be one of anchor, box, got 'centre'"):
         model.set_density_readout("centre")
-    with pytest.raises(ValueError, match="reads the RPN's density subnet"):
+    with pytest.raises(ValueError, match=r"reads the predicted densities: enable the RPN's density subnet .* "
+                                          r"or the RoI density head"):
         build_model({**TINY, "rpn": {**TINY["rpn"], "density": False}, "postprocess": None, "density_readout": "box"})
+
+
+def test_the_roi_heads_box_readout_runs_the_density_head_on_each_final_boxs_own_roi():
+    """density_readout "box" with the per-RoI density head: each detection's density is the
+    head's value on the RoI pooled at its final (regressed) box, computed here through a second,
+    independent path; "anchor" keeps its proposal's RoI's, which differs once the box moved."""
+    from detkit.models import build_model
+    from detkit.ops import Suppressor
+
+    torch.manual_seed(0)
+    config = {**TINY, "rpn": {**TINY["rpn"], "density": False},
+              "roi_heads": {**TINY["roi_heads"], "density_head": True}, "density_readout": "box"}
+    model = build_model(config).eval()
+    with torch.no_grad():
+        model.roi_heads.predictor.bbox_pred.weight.normal_(std=0.05)  # regressed boxes away from their proposals
+    images = [torch.rand(3, 96, 96), torch.rand(3, 96, 96)]  # kept at 96 px: boxes in the resized image
+    with torch.no_grad():
+        detections = model(images)
+        batch, _ = model.transform(images)
+        features = model.features(batch.tensors)
+        heads = model.roi_heads
+        for image, detection in enumerate(detections):
+            assert len(detection["boxes"]) > 0
+            one = {name: level[image:image + 1] for name, level in features.items()}
+            expected = heads.density_head(heads.box_head(heads.roi_pool(one, [detection["boxes"]], [(96, 96)])))[0]
+            assert torch.allclose(detection["densities"], expected, atol=1e-6)
+        model.set_postprocess(Suppressor("nms", {"iou_threshold": 0.5}))  # the same boxes under both readouts
+        at_box = model(images)[0]
+        model.set_density_readout("anchor")
+        carried = model(images)[0]
+    assert torch.equal(carried["boxes"], at_box["boxes"])
+    assert not torch.allclose(carried["densities"], at_box["densities"], atol=1e-3)
 
 
 def test_one_density_predictor_at_a_time_and_adaptive_nms_needs_one():

@@ -10,6 +10,7 @@ pixels), ``scores`` and ``labels`` (0..C-1), and ``densities`` when the density 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Mapping
 
 import torch
@@ -143,9 +144,11 @@ class FasterRCNN(nn.Module):
         transform: normalise, resize and batch (defaults: 800 / 1333, ImageNet statistics).
         criterion: the losses (default: torchvision's).
         class_names: names of labels 0..C-1 (for drawing and reports).
-        density_readout: with the RPN's density subnet, where each candidate's density is read:
-            "anchor", the paper's (carried from the anchor its proposal came from), or "box" (the
-            anchor the final box overlaps most: the one training would match its object to).
+        density_readout: where each candidate's density is read: "anchor", the paper's (with the
+            RPN's density subnet, carried from the anchor its proposal came from; with the RoI
+            density head, from the RoI of its proposal), or "box" (at the final box: the anchor it
+            overlaps most, the one training would match its object to; or the RoI density head
+            on the box's own RoI).
     """
 
     def __init__(
@@ -171,13 +174,15 @@ class FasterRCNN(nn.Module):
         self.set_density_readout(density_readout)
 
     def set_density_readout(self, readout: str) -> None:
-        """Read each candidate's density at its proposal's anchor ("anchor") or at the anchor its
-        box overlaps most ("box"); a model without the RPN's density subnet only has "anchor"."""
+        """Read each candidate's density where its proposal came from ("anchor": its anchor, or
+        its proposal's RoI) or at its final box ("box": the anchor the box overlaps most, or the
+        box's own RoI); a model without densities only has "anchor"."""
         if readout not in DENSITY_READOUTS:
             raise ValueError(f"density_readout must be one of {', '.join(DENSITY_READOUTS)}, got {readout!r}")
-        if readout != "anchor" and self.rpn.density is None:
-            raise ValueError(f"density_readout {readout!r} reads the RPN's density subnet: enable it "
-                             "(model.rpn.density: true)")
+        if readout != "anchor" and self.rpn.density is None and self.roi_heads.density_head is None:
+            raise ValueError(f"density_readout {readout!r} reads the predicted densities: enable the RPN's "
+                             "density subnet (model.rpn.density: true) or the RoI density head "
+                             "(model.roi_heads.density_head: true)")
         self.density_readout = readout
 
     def features(self, images: Tensor) -> dict[str, Tensor]:
@@ -200,7 +205,11 @@ class FasterRCNN(nn.Module):
             roi = self.roi_heads(features, samples.proposals, batch.image_sizes)
             return self.criterion(rpn, roi, samples, targets)
         roi = self.roi_heads(features, rpn.proposals, batch.image_sizes)
-        density_at = rpn.density_at_boxes if self.density_readout == "box" else None
+        density_at = None
+        if self.density_readout == "box" and self.roi_heads.density_head is not None:
+            density_at = partial(self.roi_heads.densities_at, features, image_sizes=batch.image_sizes)
+        elif self.density_readout == "box":
+            density_at = rpn.density_at_boxes
         detections = self.roi_heads.detect(roi, rpn.proposals, batch.image_sizes, rpn.proposal_densities(), density_at)
         return self.transform.postprocess(detections, batch.image_sizes, original_sizes)
 

@@ -185,6 +185,18 @@ class RoIHeads(nn.Module):
         return RoIOutput(logits, offsets, densities, density_logits)
 
     @torch.no_grad()
+    def densities_at(self, features: Mapping[str, Tensor], image: int, boxes: Tensor, image_sizes) -> Tensor:
+        """Tensor[D]: the density head's value for each box (xyxy in the resized image) of image
+        ``image``, from the box's own RoI: pooled at the box, through the box head (the
+        "box" readout: the final box, not the proposal it was regressed from)."""
+        if len(boxes) == 0:
+            return boxes.new_zeros(0)
+        one = {name: level[image:image + 1] for name, level in features.items()}
+        out = [self.density_head(self.box_head(self.roi_pool(one, [chunk], [image_sizes[image]])))[0]
+               for chunk in boxes.split(1024)]  # bounded memory
+        return torch.cat(out)
+
+    @torch.no_grad()
     def sample(self, proposals: list[Tensor], targets: list[dict], density_same_class: bool = False) -> RoISamples:
         """Training RoIs: the proposals plus the ground-truth boxes, matched and sampled; each
         RoI's density target is its object's (``density_targets``: max IoU with another object,
