@@ -500,8 +500,9 @@ def quickstart(out, minutes, overrides):
 @click.option("--reference", type=click.Path(exists=True, dir_okay=False),
               help="An earlier results.json: the report adds how this run reproduces its numbers.")
 @click.option("--reuse", type=click.Path(exists=True, dir_okay=False),
-              help="With a sweep (--budget cpu-long): an earlier results.json whose runs of exactly the same "
-                   "config are recorded from it instead of trained (e.g. docs/compare/cpu/results.json: the 1x runs).")
+              help="An earlier results.json whose runs of exactly the same config are recorded from it instead of "
+                   "trained and evaluated (with a sweep, e.g. docs/compare/cpu/results.json: the 1x runs; with the nms "
+                   "suite, a run needs its suppressor tables there too).")
 @click.option("--plan", is_flag=True, help="List the runs the suites need (model, data, steps) and exit; with a "
                                            "sweep, which are recorded in OUT/runs and the time left.")
 @click.option("--report-only", is_flag=True,
@@ -549,8 +550,6 @@ def compare_command(suites, budget, out, runs_dir, seed, overrides, reference, r
         output_folder(out, "--out")
     study = load_study(budget, list(overrides), seed=seed, runs_dir=runs_dir)
     chosen = study.chosen(suites)
-    if reuse and study.sweep is None:
-        raise click.UsageError(f"--reuse: the study {study.path} has no sweep (it trains or loads its runs itself)")
     reused = load_results(reuse) if reuse else None
     if plan:
         click.echo("\n".join(study.plan(chosen, out=out, reuse=reused)))

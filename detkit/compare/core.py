@@ -71,9 +71,10 @@ from detkit.evaluation.coco_eval import coco_ground_truth
 
 def compare(study: Study, suites: list[str], out: Path, *, command: str = "", reference: Mapping | None = None,
             say: Callable[[str], None] = print, progress: bool = True, reuse: Mapping | None = None) -> dict:
-    """Run ``suites`` of ``study``; write and return the results (see the module docstring). A
-    study with a sweep runs in ``sweep.py`` (``reuse``: an earlier results.json whose runs of
-    the same config it records instead of training them)."""
+    """Run ``suites`` of ``study``; write and return the results (see the module docstring).
+    ``reuse``: an earlier results.json whose runs of the same config are recorded from it
+    instead of trained and evaluated (``recorded_runs``). A study with a sweep runs in
+    ``sweep.py``."""
     if study.sweep is not None:
         from detkit.compare.sweep import compare_sweep
 
@@ -81,7 +82,11 @@ def compare(study: Study, suites: list[str], out: Path, *, command: str = "", re
     started, clock = datetime.datetime.now(datetime.timezone.utc), time.monotonic()
     if not is_main_process():  # under torchrun one process speaks
         say, progress = (lambda _: None), False
-    names = study.runs_for(suites)
+    recorded = recorded_runs(study, suites, reuse)
+    if recorded:
+        say(f"{len(recorded)} runs recorded from {reuse.get('command') or 'the reused results.json'}: "
+            f"{', '.join(recorded)}")
+    names = [name for name in study.runs_for(suites) if name not in recorded]
     trained: dict[str, TrainedRun] = {}
     # under torchrun the processes join their group once, for all the trainings (see distributed.init)
     world = init(pick_device(study.runs[names[0]].config["train"]["device"])) if names else None
@@ -108,12 +113,15 @@ def compare(study: Study, suites: list[str], out: Path, *, command: str = "", re
             draws[run.run.dataset] = resample_indices(len(datasets[run.run.dataset]), study.measure["bootstrap"],
                                                       seed=study.seed)
         results["runs"][name] = _evaluated(run, datasets[run.run.dataset], draws[run.run.dataset])
+    results["runs"].update({name: entry for name, (entry, _) in recorded.items()})
     say("measuring parameters, GFLOPs and latency (the models take turns, image by image)")
     _measure_cost(trained, datasets, results["runs"], study.measure)
+    results["runs"] = {name: results["runs"][name] for name in study.runs_for(suites)}  # the study's order
     results["noise"] = _noise(study, results["runs"])
+    tables = {name: table for name, (_, table) in recorded.items() if table is not None}
     for suite in suites:
         say(f"suite {suite}")
-        results["suites"][suite] = (_nms_suite(study, trained, progress) if suite == "nms"
+        results["suites"][suite] = (_nms_suite(study, trained, progress, tables) if suite == "nms"
                                     else suite_specs(study, [suite])[suite])
     results["claims"] = verdicts(results)
     if reference is not None:
@@ -260,13 +268,59 @@ def _noise(study: Study, runs: Mapping) -> dict:
 # ------------------------------------------------------------------------------ the suppressor study
 
 
-def _nms_suite(study: Study, trained: Mapping[str, TrainedRun], progress: bool) -> dict:
-    spec = study.suites["nms"]
+def recorded_runs(study: Study, suites: list[str], reuse: Mapping | None) -> dict[str, tuple[dict, dict | None]]:
+    """The runs of ``suites`` that ``reuse`` (an earlier results.json) holds with the same config
+    (``sweep.same_run``): name -> (its entry of ``runs``, marked reused, with ``reused_from``;
+    its nms table, or None outside the nms suite). A run of the nms suite is recorded only with
+    its table for the same splits: the verdict run's needs the sweeps (the reused study's
+    verdict run's); a table recorded as the verdict run's serves as an ``also`` table without
+    them. The rest is trained (or loaded) and evaluated."""
+    from detkit.compare.sweep import same_run
+
+    if not reuse:
+        return {}
+    source = reuse.get("command") or "an earlier results.json"
+    theirs_nms = reuse.get("suites", {}).get("nms") or {}
+    spec = study.suites["nms"] if "nms" in suites else None
+    out = {}
+    for name in study.runs_for(suites):
+        theirs = reuse.get("runs", {}).get(name)
+        if not theirs or not same_run(theirs["config"], study.runs[name].config):
+            continue
+        table = None
+        if spec is not None and name in (spec["run"], *spec["also"]):
+            if theirs_nms.get("run") == name:
+                table = {key: theirs_nms[key] for key in ("splits", "margin") if key in theirs_nms}
+                if name != spec["run"]:  # an also table: without the sweeps
+                    table["splits"] = {label: {**split, "sweep": {}} for label, split in table["splits"].items()}
+            elif name != spec["run"] and name in theirs_nms.get("also", {}):
+                table = theirs_nms["also"][name]
+            if table is None or not _same_splits(table["splits"], spec["splits"]):
+                continue
+        out[name] = ({**theirs, "reused": True, "reused_from": source}, table)
+    return out
+
+
+def _same_splits(recorded: Mapping, splits: Mapping) -> bool:
+    """A recorded nms table measured on the study's splits (labels, datasets, pair filters)."""
+    return set(recorded) == set(splits) and all(
+        recorded[label]["dataset"] == split["dataset"] and recorded[label]["min_pair_iou"] == split["min_pair_iou"]
+        for label, split in splits.items())
+
+
+def _nms_suite(study: Study, trained: Mapping[str, TrainedRun], progress: bool,
+               recorded: Mapping[str, dict] | None = None) -> dict:
+    """The nms suite's entry: the verdict run's tables with the sweeps, the others' without;
+    a run's table in ``recorded`` (``recorded_runs``) is taken as it is."""
+    spec, recorded = study.suites["nms"], recorded or {}
+
+    def tables(name: str, sweeps: bool) -> dict:
+        return recorded[name] if name in recorded else _suppressor_tables(study, trained[name], progress, sweeps)
+
     suite = {"run": spec["run"], "score_threshold": float(spec["score_threshold"]),
-             **_suppressor_tables(study, trained[spec["run"]], progress), "crowd_statistics": {}}
+             **tables(spec["run"], True), "crowd_statistics": {}}
     if spec["also"]:
-        suite["also"] = {name: _suppressor_tables(study, trained[name], progress, sweeps=False)
-                         for name in spec["also"]}
+        suite["also"] = {name: tables(name, False) for name in spec["also"]}
     for dataset_name, which in spec["crowd_statistics"].items():
         try:
             train_index, val_index = resolve_datasets({"data": study.datasets[dataset_name]})

@@ -167,9 +167,14 @@ def _header(results: Mapping) -> list[str]:
     method = (f" Each model is evaluated at the end of its budget (its last weights), {norms}; latency is timed on "
               f"{m['latency_images']} validation images after {m['warmup']} warm-up calls.")
     trained = sum(r["train_seconds"] for r in results["runs"].values()) / 60
-    earlier = sum(r["train_seconds"] for r in results["runs"].values() if r["reused"]) / 60
+    earlier = sum(r["train_seconds"] for r in results["runs"].values() if r["reused"] and "reused_from" not in r) / 60
+    recorded = [r for r in results["runs"].values() if "reused_from" in r]
     spent = f"; its {len(results['runs'])} runs trained for {trained:.0f} min in all" + (
         f" ({earlier:.0f} min of it in an earlier invocation, whose finished runs this one loaded)" if earlier else "")
+    if recorded:
+        sources = sorted({f"`{r['reused_from']}`" for r in recorded})
+        spent += (f"; {len(recorded)} of them recorded from the results of {', '.join(sources)} (neither trained "
+                  "nor evaluated again)")
     return [f"Produced by `{results['command']}` on {p['started']} in {p['seconds'] / 60:.0f} min{spent}: {p['cpu']}, "
             f"{p['cores']} cores ({p['torch_threads']} torch threads), {gpu}; detkit {p['packages']['detkit']}, "
             f"torch {p['packages']['torch']}, seed {results['seed']}.{method} Everything below is in "

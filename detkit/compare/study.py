@@ -140,8 +140,8 @@ class Study:
 
     def plan(self, suites: list[str], out: Path | None = None, reuse: Mapping | None = None) -> list[str]:
         """``detkit compare --plan``: a line per run the suites need (model, data, steps, folder);
-        with a sweep, whether it is recorded (under ``out``, or in ``reuse``) and, for the rest,
-        the training time its recorded relatives took per step."""
+        whether it is recorded (in ``reuse``; with a sweep also under ``out``) and, with a sweep,
+        for the rest the training time its recorded relatives took per step."""
         from detkit.compare.report import architecture
 
         names = self.runs_for(suites)
@@ -154,6 +154,10 @@ class Study:
             for name, theirs in (reuse or {}).get("runs", {}).items():
                 if name in names and name not in done and same_run(theirs["config"], self.runs[name].config):
                     done[name] = theirs
+        elif reuse is not None:
+            from detkit.compare.core import recorded_runs
+
+            done = recorded_runs(self, suites, reuse)
         left = 0.0
         for name in names:
             run = self.runs[name]
@@ -161,6 +165,8 @@ class Study:
             line = (f"  {name:<24} {architecture(run.config):<44} data {run.dataset:<10} "
                     f"{train['epochs']} epochs x batch {run.config['data']['batch_size']}, seed {train['seed']}, "
                     f"-> {train['out']}")
+            if self.sweep is None and name in done:
+                line += "  [recorded from --reuse]"
             if self.sweep is not None and out is not None:
                 if name in done:
                     line += "  [recorded]"

@@ -97,6 +97,37 @@ def test_the_same_seed_reproduces_the_numbers(smoke):
     assert "## Reproduction against an earlier run" in (root / "again" / "report.md").read_text()
 
 
+def test_reuse_records_the_nms_suites_runs_and_evaluates_only_a_new_verdict_run(smoke):
+    """--reuse without a sweep: every run of the nms suite recorded (nothing trained: an empty
+    runs folder), its tables the earlier ones; then with another verdict run, whose earlier
+    table lacks the sweeps, that run alone is trained and evaluated, and the former verdict
+    run's tables serve as an also table without their sweeps."""
+    root, first = smoke
+    earlier = root / "out" / "results.json"
+    result = compare(root, "--suite", "nms", "--reuse", earlier, runs="empty-runs", out="reused")
+    assert result.exit_code == 0, result.output
+    assert "2 runs recorded from" in result.output and not (root / "empty-runs").exists()
+    reused = json.loads((root / "reused" / "results.json").read_text())
+    for name in ("faster_rcnn_crowded", "retinanet_crowded"):
+        assert reused["runs"][name]["reused"] and reused["runs"][name]["reused_from"] == first["command"]
+        assert reused["runs"][name]["eval"] == first["runs"][name]["eval"]
+    for key in ("splits", "margin", "also"):
+        assert reused["suites"]["nms"][key] == first["suites"]["nms"][key]
+    assert reused["claims"] == [claim for claim in first["claims"] if claim["suite"] == "nms"]
+    swapped = ["--set", "suites.nms.run=retinanet_crowded", "--set", "suites.nms.also=[faster_rcnn_crowded]"]
+    result = compare(root, "--suite", "nms", "--reuse", earlier, *swapped, runs="new-runs", out="swapped")
+    assert result.exit_code == 0, result.output
+    assert "1 runs recorded from" in result.output
+    swapped = json.loads((root / "swapped" / "results.json").read_text())
+    assert not swapped["runs"]["retinanet_crowded"]["reused"] and "reused_from" not in swapped["runs"]["retinanet_crowded"]
+    assert (root / "new-runs" / "retinanet_crowded").is_dir() and not (root / "new-runs" / "faster_rcnn_crowded").exists()
+    nms = swapped["suites"]["nms"]
+    assert nms["run"] == "retinanet_crowded" and all(split["sweep"] for split in nms["splits"].values())
+    former = nms["also"]["faster_rcnn_crowded"]["splits"]
+    for label, split in first["suites"]["nms"]["splits"].items():
+        assert former[label] == {**split, "sweep": {}}
+
+
 def test_finished_runs_are_loaded_not_retrained(smoke):
     root, first = smoke
     result = compare(root, "--suite", "necks", out="cached")

@@ -43,25 +43,30 @@ def test_the_nms_rerun_is_the_commands_output(cpu_nms):
         assert (DOCS / "compare" / "cpu-nms" / f"{png}.png").stat().st_size > 10_000
 
 
-def test_the_roi_same_class_study_is_the_commands_output():
-    """The per-RoI density head with same-class targets, measured on its own (issue 16): the
-    command that made it, its verdicts by today's rules, and the figures the survey quotes."""
-    results = json.loads((DOCS / "compare" / "cpu-nms-roi-same-class" / "results.json").read_text())
-    assert "--set suites.nms.run=faster_rcnn_crowded_roi_same_class" in results["command"]
-    assert set(results["runs"]) == {"faster_rcnn_crowded_roi_same_class"} and verdicts(results) == results["claims"]
-    dense = results["suites"]["nms"]["splits"]["dense"]
+def test_the_nms_verdicts_detector_and_the_figures_the_survey_quotes(cpu_nms):
+    """The verdicts' detector of the nms suite (issue 16): the per-RoI density head with
+    same-class targets; the other predictors' tables recorded from the earlier rerun (--reuse);
+    the figures the survey quotes."""
+    nms = cpu_nms["suites"]["nms"]
+    assert nms["run"] == "faster_rcnn_crowded_roi_same_class" and "--reuse" in cpu_nms["command"]
+    assert "faster_rcnn_crowded" in nms["also"] and cpu_nms["runs"]["faster_rcnn_crowded"]["reused"]
+    dense = nms["splits"]["dense"]
     rows, densities = dense["rows"], dense["densities"]
     assert (rows["adaptive_nms"]["lost"], rows["nms"]["lost"], rows["adaptive_nms_oracle"]["lost"]) == (62, 107, 65)
     assert rows["adaptive_nms"]["duplicates"] - rows["nms"]["duplicates"] == 15
     assert round(densities["pearson"], 3) == 0.789 and round(100 * densities["lone_predicted_below"], 1) == 93.9
-    survey = (DOCS / "survey.md").read_text()
-    assert "| 0.193 | 0.789 / 0.715 | 93.9% / 97.0% | 45 of 107 (42) | +15 |" in survey
-    per_object = dense["densities"]["objects"]  # once per object, at its best-scoring candidate
+    per_object = densities["objects"]  # once per object, at its best-scoring candidate
     assert (per_object["lone"], round(100 * per_object["lone_predicted_below"], 1)) == (102, 95.1)
-    assert "95.1% of the 102 lone objects below" in " ".join(survey.split())
     box = dense["densities_box_readout"]  # the density head run again on each final box's RoI
     assert (round(box["pearson"], 3), round(100 * box["lone_predicted_below"], 1)) == (0.803, 94.1)
     assert rows["adaptive_nms_box_readout"]["lost"] == 62 and rows["adaptive_nms_box_readout"]["duplicates"] == 21
+    survey = " ".join((DOCS / "survey.md").read_text().split())
+    assert "| 0.193 | 0.789 / 0.715 | 93.9% / 97.0% | 45 of 107 (42) | +15 |" in survey
+    assert "95.1% of the 102 lone objects below" in survey
+    assert "| dense | Adaptive-NMS, predicted density | 0.224 | 0.425 | 0.907 | 62 | 16 | 33.3 | 0.874 |" in survey
+    paper = nms["also"]["faster_rcnn_crowded"]["splits"]["dense"]  # the paper's subnet, as the survey quotes it
+    assert (paper["rows"]["adaptive_nms"]["lost"], paper["rows"]["nms"]["lost"]) == (79, 104)
+    assert round(100 * paper["densities"]["lone_predicted_below"], 1) == 90.3
 
 
 def test_survey_md_quotes_the_verdicts(cpu, cpu_nms):

@@ -154,10 +154,3 @@ def test_a_partial_sweep_reports_what_is_pending_and_reuse_records_runs(swept, t
                              datetime.datetime.now(datetime.timezone.utc), 0)
     assert partial["sweep"]["slices"]["bn@3x"]["pending"] == ["retinanet@3x", "retinanet_ce@3x"]
     assert len(partial["sweep"]["trends"]["focal_beats_cross_entropy"]) == 4
-
-
-def test_reuse_needs_a_sweep(tmp_path):
-    (tmp_path / "results.json").write_text("{}")
-    result = CliRunner().invoke(main, ["compare", "--budget", "smoke", "--out", str(tmp_path / "o"), "--reuse",
-                                       str(tmp_path / "results.json")])
-    assert result.exit_code == 2 and "has no sweep" in result.output
