@@ -7,7 +7,10 @@ input size, median of --runs calls, eager and onnxruntime alternating so drifts 
 speed hit both alike. Random class weights score every anchor alike (RetinaNet's prior: 0.01,
 below its threshold); the class biases are set so that about as many candidates reach the
 suppressor as a trained model sends (each family's top-k per level or class), which is what the
-graph's suppression loop costs. Each pair's detections are checked equal (count and labels).
+graph's suppression loop costs. Each pair's detections are checked equal: the same count, and
+the same labels rank for rank, except that two detections whose scores are within 1e-4 may swap
+ranks (onnxruntime's convolutions round about 1e-6 away from torch's; random weights give
+thousands of nearly equal scores), as the export tests allow.
 
 Usage: python tools/bench_export.py [--runs 20] [--families faster_rcnn retinanet efficientdet ssd yolo]
 """
@@ -117,11 +120,27 @@ def main() -> None:
                     want = model(list(image))[0]
                     candidates = count_candidates(model, image)
                 got = exported(image)[0]
-                same = got["labels"].tolist() == want["labels"].tolist()
+                same = same_detections(got, want)
                 times = timed({"eager": lambda: model(list(image)), "onnx": lambda: exported(image)}, args.runs)
             print(f"{family:<13}{suppressor.type + ' ' + suppressor.options.get('method', ''):<20}"
                   f"{'x'.join(map(str, size)):>10}{candidates:>11}{1000 * times['eager']:>10.1f}"
-                  f"{1000 * times['onnx']:>10.1f}{times['eager'] / times['onnx']:>7.2f}x  {'yes' if same else 'NO'}")
+                  f"{1000 * times['onnx']:>10.1f}{times['eager'] / times['onnx']:>7.2f}x  {same}")
+
+
+def same_detections(got: dict, want: dict, tolerance: float = 1e-4) -> str:
+    """"yes" when the count and the labels rank for rank agree, "yes (N near-tie swaps)" when the
+    labels that differ belong to detections within ``tolerance`` of a neighbour's score (the
+    same labels in all), else "NO"."""
+    got_labels, want_labels = got["labels"].tolist(), want["labels"].tolist()
+    if len(got_labels) != len(want_labels) or sorted(got_labels) != sorted(want_labels):
+        return "NO"
+    scores = want["scores"].tolist()
+    differ = [i for i, (a, b) in enumerate(zip(got_labels, want_labels)) if a != b]
+    near = [i for i in differ if any(abs(scores[i] - scores[j]) < tolerance for j in (i - 1, i + 1)
+                                     if 0 <= j < len(scores))]
+    if len(near) < len(differ):
+        return "NO"
+    return f"yes ({len(differ)} ranks of near-equal scores swap)" if differ else "yes"
 
 
 def count_candidates(model, image) -> int:

@@ -20,6 +20,14 @@ Each matches its ``detkit.ops`` twin (the class-aware ``batched_`` form every de
 
 Outputs: ``keep`` (int64[K]: indices into the candidates, in that order) and the final scores
 (float64[K]; equal to the input scores for the hard suppressors).
+
+With a ``limit`` (a detector's cap of detections) the loop stops once the first ``limit`` of
+that order are known, which is what the detector keeps: every box is picked at the highest
+score left and scores only decay, so the picked scores never rise; after ``limit`` picks, once
+the best score left is below the last one picked, no later box can rank among the first
+``limit`` (a tie with it keeps the loop going). One step per kept box instead of one per
+candidate: the loop's cost with thousands of candidates (Soft-NMS keeps every box above its
+score threshold).
 """
 
 from __future__ import annotations
@@ -64,16 +72,26 @@ def best(alive: Tensor, score: Tensor) -> Tensor:
     return torch.argmax(torch.where(alive, score, torch.full_like(score, -float("inf"))))
 
 
+def finished(alive: Tensor, score: Tensor, count: int, limit: int, last: Tensor) -> bool:
+    """Whether the loop can stop: nothing is left, or ``limit`` (> 0) boxes are picked and the
+    best score left is below ``last``, the last one picked (module docstring)."""
+    if not bool(alive.any()):
+        return True
+    if limit <= 0 or count < limit:
+        return False
+    return bool(torch.where(alive, score, torch.full_like(score, -float("inf"))).max() < last)
+
+
 @torch.jit.script
 def hard_suppress(boxes: Tensor, scores: Tensor, labels: Tensor, densities: Tensor, iou_threshold: float,
-                  criterion: int) -> Tuple[Tensor, Tensor]:
+                  criterion: int, limit: int) -> Tuple[Tensor, Tensor]:
     """NMS, Adaptive-NMS or DIoU-NMS (``criterion``), class-aware; ``densities`` is read by
-    Adaptive-NMS only (pass any [N] tensor otherwise)."""
+    Adaptive-NMS only (pass any [N] tensor otherwise); at most the first ``limit`` (> 0)."""
     score = scores.to(torch.float64)
     alive = torch.ones_like(labels, dtype=torch.bool)
     keep = torch.zeros_like(labels, dtype=torch.int64)
     count = 0
-    while bool(alive.any()):
+    while bool(alive.any()) and (limit <= 0 or count < limit):
         m = best(alive, score)
         keep[count] = m
         count += 1
@@ -93,16 +111,20 @@ def hard_suppress(boxes: Tensor, scores: Tensor, labels: Tensor, densities: Tens
 
 @torch.jit.script
 def soft_suppress(boxes: Tensor, scores: Tensor, labels: Tensor, densities: Tensor, use_densities: bool,
-                  decay: int, sigma: float, iou_threshold: float, score_threshold: float) -> Tuple[Tensor, Tensor]:
+                  decay: int, sigma: float, iou_threshold: float, score_threshold: float,
+                  limit: int) -> Tuple[Tensor, Tensor]:
     """Soft-NMS (``decay`` linear or gaussian), class-aware; with ``use_densities`` the
-    adaptive form (Adaptive-NMS's threshold max(N_t, d_M) gates the decay)."""
+    adaptive form (Adaptive-NMS's threshold max(N_t, d_M) gates the decay); at most the first
+    ``limit`` (> 0) of its order."""
     current = scores.to(torch.float64)
     alive = current >= score_threshold
     picked = torch.zeros_like(labels, dtype=torch.int64)
     final = torch.zeros_like(current)
     count = 0
-    while bool(alive.any()):
+    last = torch.zeros([1], dtype=torch.float64, device=boxes.device)[0]
+    while not finished(alive, current, count, limit, last):
         m = best(alive, current)
+        last = current[m]
         picked[count] = m
         final[count] = current[m]
         count += 1
@@ -122,9 +144,10 @@ def soft_suppress(boxes: Tensor, scores: Tensor, labels: Tensor, densities: Tens
     # batched_soft_nms's order: descending final score, ties by class, then by picking
     rank = torch.argsort(labels[picked] * (count + 1) + torch.arange(count, device=boxes.device))
     picked, final = picked[rank], final[rank]
-    out = torch.zeros([count], dtype=torch.int64, device=boxes.device)
+    wanted = count if limit <= 0 else min(count, limit)
+    out = torch.zeros([wanted], dtype=torch.int64, device=boxes.device)
     left = torch.ones([count], dtype=torch.bool, device=boxes.device)
-    for k in range(count):  # a selection sort: ArgMax takes the first of equal scores, a stable order
+    for k in range(wanted):  # a selection sort: ArgMax takes the first of equal scores, a stable order
         at = best(left, final)
         out[k] = at
         left[at] = False
@@ -132,22 +155,23 @@ def soft_suppress(boxes: Tensor, scores: Tensor, labels: Tensor, densities: Tens
 
 
 def graph_suppress(suppressor, boxes: Tensor, scores: Tensor, labels: Tensor,
-                   densities: Tensor | None) -> tuple[Tensor, Tensor]:
+                   densities: Tensor | None, limit: int = 0) -> tuple[Tensor, Tensor]:
     """A ``detkit.ops.Suppressor``'s graph twin on one image's candidates: (keep, final scores
-    in the scores' dtype), as ``suppressor(boxes, scores, labels, densities)`` returns them.
-    Raises ValueError for a suppressor no graph can hold ("none": its order needs a stable
-    sort, which ONNX lacks)."""
+    in the scores' dtype), as ``suppressor(boxes, scores, labels, densities)`` returns them, or
+    their first ``limit`` when it is > 0 (module docstring). Raises ValueError for a suppressor
+    no graph can hold ("none": its order needs a stable sort, which ONNX lacks)."""
     kind, options = suppressor.type, suppressor.options
     if densities is None:
         densities = scores  # read by the adaptive forms only, which need a model's densities
     if kind in ("nms", "diou_nms") or (kind == "adaptive_nms" and options["method"] == "hard"):
         criterion = {"nms": CRITERION_IOU, "diou_nms": CRITERION_DIOU, "adaptive_nms": CRITERION_ADAPTIVE}[kind]
-        keep, final = hard_suppress(boxes, scores, labels, densities, float(options["iou_threshold"]), criterion)
+        keep, final = hard_suppress(boxes, scores, labels, densities, float(options["iou_threshold"]), criterion,
+                                    int(limit))
     elif kind in ("soft_nms", "adaptive_nms"):
         decay = DECAY_LINEAR if options["method"] == "linear" else DECAY_GAUSSIAN
         keep, final = soft_suppress(boxes, scores, labels, densities, kind == "adaptive_nms", decay,
                                     float(options.get("sigma", 0.5)), float(options["iou_threshold"]),
-                                    float(options.get("score_threshold", 0.001)))
+                                    float(options.get("score_threshold", 0.001)), int(limit))
     else:
         raise ValueError(f"export: postprocess type {kind!r} cannot be exported (no suppression keeps every "
                          "candidate in a stable score order, which ONNX has no operator for); export with a "

@@ -104,7 +104,8 @@ class DetectorGraph(nn.Module):
 
     def suppressed(self, boxes: Tensor, scores: Tensor, labels: Tensor, densities: Tensor | None):
         """The candidates through the model's suppressor, capped and padded (``padded_detections``)."""
-        keep, final = graph_suppress(self.model.postprocess, boxes, scores, labels, densities)
+        keep, final = graph_suppress(self.model.postprocess, boxes, scores, labels, densities,
+                                     limit=self.model.detections_per_image)
         return self.padded_detections(boxes[keep], final, labels[keep])
 
     def padded_detections(self, boxes: Tensor, scores: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -270,7 +271,7 @@ class FasterRCNNGraph(DetectorGraph):
         keep = remove_small_boxes(boxes, rpn.min_size)
         keep = keep[scores[keep] >= rpn.score_threshold]
         boxes, scores, levels, chosen = boxes[keep], scores[keep], levels[keep], chosen[keep]
-        keep = graph_suppress(rpn.postprocess, boxes, scores, levels, None)[0][:rpn.post_nms_top_n[1]]
+        keep = graph_suppress(rpn.postprocess, boxes, scores, levels, None, limit=rpn.post_nms_top_n[1])[0]
         return boxes[keep], chosen[keep]
 
     def detect_one(self, features: dict, objectness: Tensor, deltas: Tensor, densities: Tensor | None

@@ -54,6 +54,21 @@ def test_equal_to_the_compiled_suppressors(config, seed):
     torch.testing.assert_close(final, want_scores, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "-".join(str(v) for v in c.values()))
+def test_a_limit_gives_the_first_boxes_of_the_unlimited_order(config):
+    """With ``limit`` the loop stops early (a detector keeps only its cap): the result is the
+    first ``limit`` of the compiled suppressor's, also where the limit falls among tied scores
+    (the candidates' scores are multiples of 0.05)."""
+    suppressor = suppressor_of(config)
+    for seed in range(3):
+        boxes, scores, labels, densities = candidates(seed, 150)
+        want_keep, want_scores = suppressor(boxes, scores, labels, densities)
+        for limit in (1, 7, 30, len(want_keep) - 1, 1000):
+            keep, final = g.graph_suppress(suppressor, boxes, scores, labels, densities, limit=limit)
+            assert keep.tolist() == want_keep[:limit].tolist()
+            torch.testing.assert_close(final, want_scores[:limit], rtol=0, atol=1e-12)
+
+
 def test_no_candidates_and_one_candidate():
     for n in (0, 1):
         boxes, scores, labels, densities = candidates(0, n)
@@ -63,21 +78,22 @@ def test_no_candidates_and_one_candidate():
 
 
 class Wrapped(torch.nn.Module):
-    def __init__(self, config):
+    def __init__(self, config, limit=0):
         super().__init__()
-        self.config = config
+        self.config, self.limit = config, limit
 
     def forward(self, boxes, scores, labels, densities):
-        return graph_run(self.config, boxes, scores, labels, densities)
+        return g.graph_suppress(suppressor_of(self.config), boxes, scores, labels, densities, limit=self.limit)
 
 
+@pytest.mark.parametrize("limit", [0, 25])
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "-".join(str(v) for v in c.values()))
-def test_exported_to_onnx_they_give_the_same_boxes_for_any_count(config):
+def test_exported_to_onnx_they_give_the_same_boxes_for_any_count(config, limit):
     ort = pytest.importorskip("onnxruntime")
     boxes, scores, labels, densities = candidates(9, 40)
     f = io.BytesIO()
     names = ["boxes", "scores", "labels", "densities"]
-    torch.onnx.export(Wrapped(config), (boxes, scores, labels, densities), f, dynamo=False, input_names=names,
+    torch.onnx.export(Wrapped(config, limit), (boxes, scores, labels, densities), f, dynamo=False, input_names=names,
                       output_names=["keep", "final"], dynamic_axes={name: {0: "n"} for name in names}, opset_version=17)
     session = ort.InferenceSession(f.getvalue(), providers=["CPUExecutionProvider"])
     suppressor = suppressor_of(config)
@@ -87,6 +103,8 @@ def test_exported_to_onnx_they_give_the_same_boxes_for_any_count(config):
         wanted = {i.name for i in session.get_inputs()}  # the exporter drops an input it does not read
         keep, final = session.run(None, {k: v.numpy() for k, v in feed.items() if k in wanted})
         want_keep, want_scores = suppressor(boxes, scores, labels, densities)
+        if limit:
+            want_keep, want_scores = want_keep[:limit], want_scores[:limit]
         assert keep.tolist() == want_keep.tolist()
         np.testing.assert_allclose(final, want_scores.numpy(), rtol=0, atol=1e-7)
 
