@@ -146,18 +146,13 @@ class Study:
 
         names = self.runs_for(suites)
         lines = [f"{self.path}: {len(names)} runs for {', '.join(suites)}"]
-        done: dict = {}
+        from detkit.compare.core import recorded_runs
+
+        done: dict = {name: entry for name, (entry, _) in recorded_runs(self, suites, reuse).items()}
         if self.sweep is not None and out is not None:
-            from detkit.compare.sweep import recorded_parts, same_run
+            from detkit.compare.sweep import recorded_parts
 
-            done = recorded_parts(self, names, out)
-            for name, theirs in (reuse or {}).get("runs", {}).items():
-                if name in names and name not in done and same_run(theirs["config"], self.runs[name].config):
-                    done[name] = theirs
-        elif reuse is not None:
-            from detkit.compare.core import recorded_runs
-
-            done = recorded_runs(self, suites, reuse)
+            done.update(recorded_parts(self, names, out))
         left = 0.0
         for name in names:
             run = self.runs[name]

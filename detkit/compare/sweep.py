@@ -80,10 +80,9 @@ def compare_sweep(study: Study, suites: list[str], out: Path, *, command: str = 
     out = Path(out)
     names = study.runs_for(suites)
     parts = recorded_parts(study, names, out)
-    for name in names:
-        theirs = (reuse or {}).get("runs", {}).get(name)
-        if name not in parts and theirs and same_run(theirs["config"], study.runs[name].config):
-            parts[name] = {**theirs, "reused_from": (reuse or {}).get("command", "an earlier results.json")}
+    for name, (theirs, _) in core.recorded_runs(study, suites, reuse).items():
+        if name not in parts:
+            parts[name] = theirs
             if is_main_process():
                 _write_part(out, name, parts[name])
     pending = [name for name in names if name not in parts]

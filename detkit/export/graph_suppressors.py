@@ -79,7 +79,7 @@ def finished(alive: Tensor, score: Tensor, count: int, limit: int, last: Tensor)
         return True
     if limit <= 0 or count < limit:
         return False
-    return bool(torch.where(alive, score, torch.full_like(score, -float("inf"))).max() < last)
+    return bool(score[best(alive, score)] < last)
 
 
 @torch.jit.script
