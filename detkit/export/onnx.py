@@ -15,12 +15,15 @@ pixels. Outputs, padded to the cap C: ``boxes`` float32 [N, C, 4] (xyxy), ``scor
 image i are its detections, in descending score; the rest are zeros.
 
 Two differences from eager ``detkit predict`` can move a detection, both on exact ties: the
-per-level top-k picks among equal scores by ONNX TopK's rule, and onnxruntime's bilinear
-resize and convolutions round differently from torch's (scores agree to about 1e-6 here).
+per-level top-k picks among equal scores by ONNX TopK's rule, and onnxruntime's convolutions
+round differently from torch's (scores agree to about 1e-6 here). The resize and the sigmoid
+are written in plain ops with torch's arithmetic (``bilinear_resize``, ``exact_logistic``):
+onnxruntime's own Resize and Sigmoid are approximations that EfficientNet amplifies.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -38,6 +41,29 @@ from detkit.models.detectors.dense import DenseDetector
 from detkit.ops import box_iou, clip_boxes_to_image, remove_small_boxes
 
 OPSET = 17
+
+
+def bilinear_resize(x: Tensor, size: Sequence[int]) -> Tensor:
+    """``F.interpolate(x, size, mode="bilinear", align_corners=False)`` as torch computes it on the
+    CPU (source index ``(dst + 0.5) * in / out - 0.5`` clamped at 0, its two neighbours, the width
+    blended before the height, all in float32), written in Gather, Mul and Add. ONNX's Resize
+    would do, but onnxruntime's linear Resize is 1e-5 relative from the exact result where torch's
+    is 5e-7 (measured on unit-variance images, 120x150 to 128x160), and EfficientNet amplifies
+    that into boxes 0.02 px from eager ones; this is torch's arithmetic. The input's height and
+    width are read from its shape, so a dynamic-size graph keeps them."""
+    out = x
+    for dim, n_out in ((3, int(size[1])), (2, int(size[0]))):
+        n_in = torch._shape_as_tensor(x)[dim]  # traced: follows the input
+        scale = n_in.to(torch.float32) / float(n_out)
+        source = ((torch.arange(n_out, dtype=torch.float32) + 0.5) * scale - 0.5).clamp(min=0.0)
+        last = n_in - 1
+        first = torch.minimum(source.floor().to(torch.int64), last)
+        second = torch.minimum(first + 1, last)
+        weight = (source - first.to(torch.float32)).clamp(0.0, 1.0)
+        shape = [n_out, 1] if dim == 2 else [n_out]
+        out = (out.index_select(dim, first) * (1.0 - weight).reshape(shape)
+               + out.index_select(dim, second) * weight.reshape(shape))
+    return out
 
 
 class DetectorGraph(nn.Module):
@@ -88,10 +114,7 @@ class DetectorGraph(nn.Module):
     def preprocess(self, images: Tensor) -> Tensor:
         """uint8 images to the network's input, as the model's transform makes it."""
         self.input_size = torch._shape_as_tensor(images)[2:].to(torch.float32)  # traced: follows the input
-        x = (images.float() / 255.0 - self.mean) / self.std
-        x = F.interpolate(x, size=list(self.resized) if self.scale is None else None, scale_factor=self.scale,
-                          mode="bilinear", recompute_scale_factor=True if self.scale is not None else None,
-                          align_corners=False)
+        x = bilinear_resize((images.float() / 255.0 - self.mean) / self.std, self.resized)
         return F.pad(x, [0, self.padded[1] - self.resized[1], 0, self.padded[0] - self.resized[0]])
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -327,6 +350,32 @@ def export_checkpoint(config: dict, weights: str | Path, out: str | Path, *, pos
     return export_onnx(graph(model, size), out, batch=batch, opset=opset, dynamic=dynamic)
 
 
+@contextlib.contextmanager
+def exact_logistic(opset: int):
+    """While exporting, sigmoid as 1 / (1 + exp(-x)) and SiLU as x / (1 + exp(-x)) instead of ONNX's
+    Sigmoid: onnxruntime's Sigmoid is an approximation, 1.4e-7 from the exact value (torch's:
+    9e-8) but up to 2.6e5 ulp relative where the output is small, and through EfficientNet's
+    and the BiFPN's hundred SiLUs that moved boxes 1e-3 px from eager ones; its Exp and Div
+    round as torch's do (2 ulp). Measured in docs/export.md."""
+    def sigmoid(g, x):
+        return g.op("Div", g.op("Constant", value_t=torch.tensor(1.0)), one_plus_exp_minus(g, x))
+
+    def silu(g, x):
+        return g.op("Div", x, one_plus_exp_minus(g, x))
+
+    def one_plus_exp_minus(g, x):
+        return g.op("Add", g.op("Constant", value_t=torch.tensor(1.0)), g.op("Exp", g.op("Neg", x)))
+
+    names = {"aten::sigmoid": sigmoid, "aten::silu": silu}
+    for name, symbolic in names.items():
+        torch.onnx.register_custom_op_symbolic(name, symbolic, opset)
+    try:
+        yield
+    finally:
+        for name in names:
+            torch.onnx.unregister_custom_op_symbolic(name, opset)
+
+
 def export_onnx(graph: DetectorGraph, path: str | Path, *, batch: int = 1, opset: int = OPSET,
                 dynamic: bool = False) -> Path:
     """Write ``graph`` (e.g. a ``DenseGraph``) to ``path`` as ONNX, traced on ``batch`` images of its
@@ -342,7 +391,7 @@ def export_onnx(graph: DetectorGraph, path: str | Path, *, batch: int = 1, opset
     path = Path(path)
     images = torch.zeros(batch, 3, *graph.image_size, dtype=torch.uint8)
     buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), exact_logistic(opset):
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
         torch.onnx.export(graph, (images,), buffer, dynamo=False, opset_version=opset, input_names=["images"],
                           output_names=["boxes", "scores", "labels", "count"],
