@@ -4,18 +4,15 @@ can run: onnxruntime gives eager ``detkit predict``'s detections on 10 validatio
 
 Tolerances (``assert_same_detections``): the same number of detections, labels equal, boxes
 within 1e-3 px and scores within 1e-4, in the same ranks (two detections whose scores are within
-1e-4 may swap). onnxruntime's convolutions, resize and RoIAlign round
+1e-4 may swap). onnxruntime's convolutions and RoIAlign round
 differently from torch's by about 1e-6 relative; that moves scores by ~1e-6 and boxes (up to
 ~130 px here) by ~1e-4 px, so both tolerances leave a margin of 10-100x while catching any
 real difference (a wrong decode, anchor, resize or suppression order moves them by pixels or
 drops detections).
 
-EfficientDet is not among them: from scratch it does not leave its focal prior in a test's
-budget (120 steps: best score 0.06; after 40 steps and recalibrated BatchNorm its scores
-saturate at 1.0 on some images and are absent on others, 40% of neighbouring scores within
-1e-6), so its detections would be ties, whose order no two implementations share. Its graph is
-RetinaNet's (``DenseGraph``); its own layers (EfficientNet, BiFPN, separable heads) are held
-to eager by ``tests/export/test_onnx_export.py::test_efficientdet_exported_gives_eager_detections``.
+EfficientDet is trained with GroupNorm (``trained_tiny.FAMILIES``: with its BatchNorm, 40 steps
+at 2 images per step leave statistics under which its scores saturate or vanish); its BatchNorm
+graph is held to eager by ``test_onnx_export.py::test_efficientdet_exported_gives_eager_detections``.
 """
 
 import pytest
