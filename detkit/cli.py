@@ -411,7 +411,7 @@ def predict_command(config, images, weights, onnx_file, out, score_threshold, ov
               help="The images' size the graph takes (default: the transform's fixed size, else min_size square).")
 @click.option("--batch", default=1, show_default=True, help="Images per call.")
 @click.option("--dynamic", is_flag=True,
-              help="Take images of any height and width (models whose transform has a fixed_size).")
+              help="Take images of any height and width (every family; SSD only with a fixed_size or letterbox transform).")
 @click.option("--opset", default=17, show_default=True, help="ONNX opset.")
 @_set
 @user_errors
@@ -424,8 +424,9 @@ def export_command(config, weights, out, postprocess, size, batch, dynamic, opse
     count rows of each image are its detections, C the model's detections cap. The model's
     suppressor (or --postprocess: nms, soft_nms, adaptive_nms, diou_nms) runs inside the
     graph, exactly. Every detector: Faster R-CNN, RetinaNet, EfficientDet, SSD, YOLO. The
-    size is fixed at export (--size), or any with --dynamic when the model's transform resizes
-    to a fixed_size. Needs pip install -e ".[export]"; docs/export.md has the details.
+    size is fixed at export (--size), or any with --dynamic: the resize, the network's input,
+    its levels and anchors then follow each image's size as detkit predict's do. Needs
+    pip install -e ".[export]"; docs/export.md has the details.
     """
     from detkit.config import parse_yaml
     from detkit.export.onnx import export_checkpoint

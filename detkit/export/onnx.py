@@ -5,7 +5,8 @@
     boxes, scores, labels, count = OnnxDetector("model.onnx")(images)
 
 The graph's input is ``images``: uint8 [N, 3, H, W] (RGB, 0..255, the layout of
-``torchvision.io.read_image``), N and (H, W) fixed at export. Inside: the model's transform
+``torchvision.io.read_image``), N fixed at export, (H, W) too unless exported ``dynamic`` (then the
+sizes, the network's input and the anchors follow the input's shape). Inside: the model's transform
 (scaled to [0, 1], ImageNet-normalised, resized as ``DetectionTransform`` resizes, zero-padded
 to its ``size_divisible``), the network, decoding (per level the best ``top_k`` (anchor, class)
 pairs above the score threshold, decoded and clipped), the model's suppressor as an exact loop
@@ -36,9 +37,10 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 from detkit.export.graph_suppressors import graph_suppress
+from detkit.models.anchors import AnchorGenerator
 from detkit.models.backbones.base import read_levels
 from detkit.models.detectors.dense import DenseDetector
-from detkit.ops import box_iou, clip_boxes_to_image, remove_small_boxes
+from detkit.ops import box_iou, remove_small_boxes
 
 OPSET = 17
 
@@ -52,18 +54,38 @@ def bilinear_resize(x: Tensor, size: Sequence[int]) -> Tensor:
     that into boxes 0.02 px from eager ones; this is torch's arithmetic. The input's height and
     width are read from its shape, so a dynamic-size graph keeps them."""
     out = x
-    for dim, n_out in ((3, int(size[1])), (2, int(size[0]))):
+    for dim, n_out in ((3, torch.as_tensor(size[1])), (2, torch.as_tensor(size[0]))):  # ints, or tensors in a graph
         n_in = torch._shape_as_tensor(x)[dim]  # traced: follows the input
-        scale = n_in.to(torch.float32) / float(n_out)
+        scale = n_in.to(torch.float32) / n_out.to(torch.float32)
         source = ((torch.arange(n_out, dtype=torch.float32) + 0.5) * scale - 0.5).clamp(min=0.0)
         last = n_in - 1
         first = torch.minimum(source.floor().to(torch.int64), last)
         second = torch.minimum(first + 1, last)
         weight = (source - first.to(torch.float32)).clamp(0.0, 1.0)
-        shape = [n_out, 1] if dim == 2 else [n_out]
-        out = (out.index_select(dim, first) * (1.0 - weight).reshape(shape)
-               + out.index_select(dim, second) * weight.reshape(shape))
+        if dim == 2:
+            weight = weight[:, None]
+        out = out.index_select(dim, first) * (1.0 - weight) + out.index_select(dim, second) * weight
     return out
+
+
+def top_k_above(scores: Tensor, k: int, threshold: float) -> tuple[Tensor, Tensor]:
+    """The best ``k`` of ``scores`` (1-D) that are above ``threshold``, and their indices, in
+    descending order: ``scores.topk(min(k, len(scores)))`` then the threshold, with the scores
+    padded by k times -inf, so that the graph's k is a constant whatever their count."""
+    top, index = torch.cat([scores, scores.new_full((k,), -math.inf)]).topk(k)
+    above = top > threshold
+    return top[above], index[above]
+
+
+def split_as(x: Tensor, parts: list[Tensor]) -> list[Tensor]:
+    """``x`` cut along its first dimension into pieces as long as ``parts`` (``split`` with sizes
+    read from the tensors, so that they follow the input's size in the graph)."""
+    pieces, start = [], 0
+    for part in parts:
+        end = start + torch._shape_as_tensor(part)[0]
+        pieces.append(x[start:end])
+        start = end
+    return pieces
 
 
 class DetectorGraph(nn.Module):
@@ -76,7 +98,11 @@ class DetectorGraph(nn.Module):
         self.model = model.eval()
         transform = model.transform
         self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.input_size = None  # while tracing: the input's (h, w) as a float32 tensor (a dynamic size's)
+        # while tracing, the sizes of the images at hand, as tensors that follow the input's shape:
+        self.input_size = None  # (h, w) float32
+        self.resized_size = None  # (h, w) int64: the transform's resized size
+        self.padded_size = None  # (h, w) int64: the network's input, padded to size_divisible
+        self.level_anchors = None  # per level, its anchors, where the graph computes them (follows_size)
         h, w = self.image_size
         if transform.fixed_size is not None:
             self.scale, self.resized = None, tuple(transform.fixed_size)
@@ -87,14 +113,16 @@ class DetectorGraph(nn.Module):
         self.padded = tuple(int(math.ceil(s / stride) * stride) for s in self.resized)
         self.register_buffer("mean", torch.tensor(transform.mean)[:, None, None], persistent=False)
         self.register_buffer("std", torch.tensor(transform.std)[:, None, None], persistent=False)
-        with torch.no_grad():  # the anchors depend on the sizes only: constants of the graph
+        with torch.no_grad():  # the levels' grids at the export's size
             maps = self.feature_maps(torch.zeros(1, 3, *self.padded))
         self.grids = [tuple(m.shape[-2:]) for m in maps]
         generator = self.anchor_generator()
-        if generator is not None:  # YOLO has anchor sizes per level instead
-            anchors = generator(self.padded, self.grids, torch.float32, "cpu")
-            self.per_level = [len(a) for a in anchors]
-            self.register_buffer("anchors", torch.cat(anchors), persistent=False)
+        # an AnchorGenerator's anchors are computed in the graph from each level's size, so they
+        # follow the input's size; SSD's default boxes are constants at the export's size
+        self.follows_size = isinstance(generator, AnchorGenerator)
+        if generator is not None and not self.follows_size:  # YOLO has anchor sizes per level instead
+            self.register_buffer("anchors", torch.cat(generator(self.padded, self.grids, torch.float32, "cpu")),
+                                 persistent=False)
         self.eval()
 
     def feature_maps(self, x: Tensor) -> list[Tensor]:
@@ -107,20 +135,54 @@ class DetectorGraph(nn.Module):
 
     @property
     def dynamic_size(self) -> bool:
-        """Whether the graph can take any image size: only when the transform resizes every image
-        to one fixed size, so that the network, its anchors and its levels do not change with it."""
-        return self.scale is None
+        """Whether the graph can take any image size: its anchors follow the network input's size
+        (an AnchorGenerator's), or that input is the same for every image (a fixed-size
+        transform, or a letterbox: padded to a ``size_divisible`` of at least ``max_size``)."""
+        transform = self.model.transform
+        return self.follows_size or self.scale is None or transform.max_size <= transform.size_divisible
 
     def preprocess(self, images: Tensor) -> Tensor:
-        """uint8 images to the network's input, as the model's transform makes it."""
-        self.input_size = torch._shape_as_tensor(images)[2:].to(torch.float32)  # traced: follows the input
-        x = bilinear_resize((images.float() / 255.0 - self.mean) / self.std, self.resized)
-        return F.pad(x, [0, self.padded[1] - self.resized[1], 0, self.padded[0] - self.resized[0]])
+        """uint8 images to the network's input, as the model's transform makes it; the sizes
+        (``input_size``, ``resized_size``, ``padded_size``) are read from the input's shape."""
+        transform = self.model.transform
+        shape = torch._shape_as_tensor(images)[2:]  # traced: follows the input
+        self.input_size = shape.to(torch.float32)
+        if self.scale is None:
+            resized = torch.tensor(self.resized)
+        else:  # DetectionTransform.resize's arithmetic, in float64 as Python does it (a Python number
+            hw = shape.to(torch.float64)  # in the arithmetic would become a float32 constant in the graph)
+            limits = torch.tensor([float(transform.min_size[-1]), float(transform.max_size)], dtype=torch.float64)
+            scale = (limits / torch.stack([hw.min(), hw.max()])).min()
+            resized = torch.floor(hw * scale).to(torch.int64)
+        stride = int(transform.size_divisible)
+        self.resized_size = resized
+        self.padded_size = torch.div(resized + (stride - 1), stride, rounding_mode="floor") * stride
+        x = bilinear_resize((images.float() / 255.0 - self.mean) / self.std, resized)
+        # zero-padded to the next multiple of the stride: stride - 1 rows and columns, then cut
+        return F.pad(x, [0, stride - 1, 0, stride - 1])[..., :self.padded_size[0], :self.padded_size[1]]
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        outputs = self.model.head(self.feature_maps(self.preprocess(images)))
+        maps = self.feature_maps(self.preprocess(images))
+        self.anchors_at(maps)
+        outputs = self.model.head(maps)
         out = [self.detect_one(outputs, i) for i in range(images.shape[0])]
         return tuple(torch.stack(parts) for parts in zip(*out))
+
+    def anchors_at(self, maps: list[Tensor]) -> None:
+        """``level_anchors`` for these feature maps: ``AnchorGenerator``'s, each level's stride
+        the padded size over its grid, as the eager model computes them."""
+        if self.follows_size:
+            generator = self.anchor_generator()
+            self.level_anchors = []
+            for level, base in zip(maps, generator.cell_anchors):
+                grid = torch._shape_as_tensor(level)[-2:]
+                stride = torch.div(self.padded_size, grid, rounding_mode="floor")
+                self.level_anchors.append(generator.grid_anchors(base, grid[0], grid[1], stride[0], stride[1]))
+
+    def clip(self, boxes: Tensor) -> Tensor:
+        """``clip_boxes_to_image`` at the resized size (a tensor in the graph)."""
+        h, w = self.resized_size.to(boxes.dtype).unbind()
+        return torch.minimum(boxes.clamp(min=0.0), torch.stack([w, h, w, h]))
 
     def detect_one(self, outputs, i: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         raise NotImplementedError
@@ -135,7 +197,7 @@ class DetectorGraph(nn.Module):
         """The best ``cap`` detections, boxes back in the input's pixels, zero-padded to the cap."""
         cap = self.model.detections_per_image
         # resize_boxes' ratios, divided in float32 as it divides them
-        ratio_h, ratio_w = (self.input_size / torch.tensor(self.resized, dtype=torch.float32)).unbind()
+        ratio_h, ratio_w = (self.input_size / self.resized_size.to(torch.float32)).unbind()
         boxes = boxes * torch.stack([ratio_w, ratio_h, ratio_w, ratio_h])
         count = torch.clamp(torch.ones_like(labels).sum(), max=cap)
         return (torch.cat([boxes, boxes.new_zeros(cap, 4)])[:cap], torch.cat([scores, scores.new_zeros(cap)])[:cap],
@@ -143,10 +205,9 @@ class DetectorGraph(nn.Module):
 
     def top_above(self, scores: Tensor) -> tuple[Tensor, Tensor]:
         """``top_pairs``' choice without its data-dependent k: the best ``top_k`` above the score
-        threshold are the best ``top_k``, then those above it."""
-        top, index = scores.topk(min(self.model.top_k, scores.shape[0]))
-        above = top > self.model.score_threshold
-        return top[above], index[above]
+        threshold are the best ``top_k`` (of the scores padded with -inf, since a level's count
+        follows the input's size), then those above it."""
+        return top_k_above(scores, self.model.top_k, self.model.score_threshold)
 
 
 class DenseGraph(DetectorGraph):
@@ -161,14 +222,14 @@ class DenseGraph(DetectorGraph):
         """``DenseDetector.detect`` for image i, in graph form."""
         model = self.model
         boxes, scores, labels, densities = [], [], [], []
-        level_densities = outputs["densities"][i].split(self.per_level) if "densities" in outputs else None
-        for lvl, (logits, deltas, anchor) in enumerate(zip(outputs["logits"][i].split(self.per_level),
-                                                           outputs["deltas"][i].split(self.per_level),
-                                                           self.anchors.split(self.per_level))):
+        anchors = self.level_anchors
+        level_densities = split_as(outputs["densities"][i], anchors) if "densities" in outputs else None
+        for lvl, (logits, deltas, anchor) in enumerate(zip(split_as(outputs["logits"][i], anchors),
+                                                           split_as(outputs["deltas"][i], anchors), anchors)):
             top, index = self.top_above(torch.sigmoid(logits).flatten())
             anchor_index = torch.div(index, logits.shape[1], rounding_mode="floor")
             decoded = model.coder.decode(deltas[anchor_index], anchor[anchor_index])[:, 0]
-            boxes.append(clip_boxes_to_image(decoded, self.resized))
+            boxes.append(self.clip(decoded))
             scores.append(top)
             labels.append(index % logits.shape[1])
             if level_densities is not None:
@@ -189,7 +250,7 @@ class SSDGraph(DetectorGraph):
 
     def detect_one(self, outputs: dict, i: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         probabilities = F.softmax(outputs["logits"][i], dim=-1)
-        decoded = clip_boxes_to_image(self.model.coder.decode(outputs["deltas"][i], self.anchors)[:, 0], self.resized)
+        decoded = self.clip(self.model.coder.decode(outputs["deltas"][i], self.anchors)[:, 0])
         boxes, scores, labels = [], [], []
         for label in range(1, probabilities.shape[-1]):
             top, index = self.top_above(probabilities[:, label])
@@ -216,8 +277,7 @@ class YOLOGraph(DetectorGraph):
             decoded = self.model.decode(out[i:i + 1], grid, stride, self.model.anchor_sizes[lvl])[0]
             probabilities = torch.sigmoid(out[i, :, 4:5]) * torch.sigmoid(out[i, :, 5:])
             top, index = self.top_above(probabilities.flatten())
-            boxes.append(clip_boxes_to_image(decoded[torch.div(index, probabilities.shape[1], rounding_mode="floor")],
-                                             self.resized))
+            boxes.append(self.clip(decoded[torch.div(index, probabilities.shape[1], rounding_mode="floor")]))
             scores.append(top)
             labels.append(index % probabilities.shape[1])
         return self.suppressed(torch.cat(boxes), torch.cat(scores), torch.cat(labels), None)
@@ -237,8 +297,6 @@ class FasterRCNNGraph(DetectorGraph):
         if not isinstance(model, FasterRCNN):
             raise ValueError(f"FasterRCNNGraph exports Faster R-CNN, got {type(model).__name__}")
         super().__init__(model, image_size)
-        self.register_buffer("levels", torch.cat([torch.full((k,), i, dtype=torch.int64)
-                                                  for i, k in enumerate(self.per_level)]), persistent=False)
 
     def feature_maps(self, x: Tensor) -> list[Tensor]:
         features = self.model.features(x)
@@ -271,6 +329,7 @@ class FasterRCNNGraph(DetectorGraph):
         rpn = self.model.rpn
         features = self.model.features(self.preprocess(images))
         maps = [features[level] for level in rpn.in_levels]
+        self.anchors_at(maps)
         logits, deltas = rpn.head(maps)
         densities = rpn.density.flatten(rpn.density(maps, logits, deltas))[0] if rpn.density is not None else None
         objectness, deltas = flatten_levels(logits, deltas)
@@ -284,13 +343,15 @@ class FasterRCNNGraph(DetectorGraph):
     def propose(self, objectness: Tensor, deltas: Tensor) -> tuple[Tensor, Tensor]:
         """``RPN.select`` for one image: its proposals and the anchor (row) each came from."""
         rpn = self.model.rpn
-        chosen, start = [], 0
-        for level_logits in objectness.split(self.per_level):
-            chosen.append(level_logits.topk(min(rpn.pre_nms_top_n[1], level_logits.shape[0])).indices + start)
-            start += level_logits.shape[0]
-        chosen = torch.cat(chosen)
-        boxes = clip_boxes_to_image(rpn.coder.decode(deltas[chosen], self.anchors[chosen])[:, 0], self.resized)
-        scores, levels = torch.sigmoid(objectness[chosen]), self.levels[chosen]
+        chosen, levels, start = [], [], 0
+        for lvl, level_logits in enumerate(split_as(objectness, self.level_anchors)):
+            index = top_k_above(level_logits, rpn.pre_nms_top_n[1], -math.inf)[1]
+            chosen.append(index + start)
+            levels.append(torch.full_like(index, lvl))
+            start = start + torch._shape_as_tensor(level_logits)[0]
+        chosen, levels = torch.cat(chosen), torch.cat(levels)
+        boxes = self.clip(rpn.coder.decode(deltas[chosen], torch.cat(self.level_anchors)[chosen])[:, 0])
+        scores = torch.sigmoid(objectness[chosen])
         keep = remove_small_boxes(boxes, rpn.min_size)
         keep = keep[scores[keep] >= rpn.score_threshold]
         boxes, scores, levels, chosen = boxes[keep], scores[keep], levels[keep], chosen[keep]
@@ -310,11 +371,11 @@ class FasterRCNNGraph(DetectorGraph):
         else:
             roi_densities = None
         boxes, scores, labels, candidate_densities = heads.candidates(
-            heads.coder.decode(box_regression, proposals), F.softmax(class_logits, -1), roi_densities, self.resized)
+            self.clip(heads.coder.decode(box_regression, proposals)), F.softmax(class_logits, -1), roi_densities, None)
         if model.density_readout == "box" and heads.density_head is not None:  # the density head on each box's RoI
             candidate_densities = heads.density_head(heads.box_head(self.pool(features, boxes)))[0]
         elif model.density_readout == "box" and densities is not None:  # the anchor each box overlaps most
-            candidate_densities = densities[box_iou(boxes, self.anchors).argmax(dim=1)]
+            candidate_densities = densities[box_iou(boxes, torch.cat(self.level_anchors)).argmax(dim=1)]
         return self.suppressed(boxes, scores, labels, candidate_densities)
 
 
@@ -384,10 +445,11 @@ def export_onnx(graph: DetectorGraph, path: str | Path, *, batch: int = 1, opset
     import warnings
 
     if dynamic and not graph.dynamic_size:
-        raise ValueError("export: a dynamic image size needs a transform that resizes to one fixed size "
-                         "(model.transform.fixed_size: [H, W]); this one resizes by min_size/max_size, so its "
-                         "network input, anchors and feature levels change with the image's size: export it "
-                         "for the size it will see (--size H W) instead")
+        raise ValueError("export: a dynamic image size needs anchors that follow the network input's size, or an "
+                         "input that does not change: this model's anchors are constants at the export's size and "
+                         "its transform resizes by min_size/max_size, so its network input changes with the image's "
+                         "size. Give it a fixed size (model.transform.fixed_size: [H, W]) or a letterbox "
+                         "(size_divisible >= max_size), or export it for the size it will see (--size H W)")
     path = Path(path)
     images = torch.zeros(batch, 3, *graph.image_size, dtype=torch.uint8)
     buffer = io.BytesIO()

@@ -67,16 +67,21 @@ class AnchorGenerator(nn.Module):
         """
         if len(feature_sizes) != len(self.cell_anchors):
             raise ValueError(f"anchors: {len(self.cell_anchors)} levels configured, {len(feature_sizes)} feature maps given")
-        anchors = []
-        for (height, width), base in zip(feature_sizes, self.cell_anchors):
-            stride_y, stride_x = int(image_size[0]) // int(height), int(image_size[1]) // int(width)
-            shifts_x = torch.arange(0, width, dtype=torch.int32, device=device) * stride_x
-            shifts_y = torch.arange(0, height, dtype=torch.int32, device=device) * stride_y
-            shift_y, shift_x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")
-            shifts = torch.stack((shift_x.reshape(-1), shift_y.reshape(-1)) * 2, dim=1)
-            base = base.to(dtype=dtype, device=device)
-            anchors.append((shifts.view(-1, 1, 4) + base.view(1, -1, 4)).reshape(-1, 4))  # (HW, A, 4) -> (HWA, 4)
-        return anchors
+        return [self.grid_anchors(base.to(dtype=dtype, device=device), int(height), int(width),
+                                  int(image_size[0]) // int(height), int(image_size[1]) // int(width))
+                for (height, width), base in zip(feature_sizes, self.cell_anchors)]
+
+    @staticmethod
+    def grid_anchors(base: Tensor, height, width, stride_y, stride_x) -> Tensor:
+        """One level's anchors, Tensor[H * W * A, 4]: the base anchors (A, 4) shifted to every
+        cell. The sizes and strides are ints, or 0-dim int tensors in an exported graph
+        (``detkit.export``: the level's grid follows the input's size)."""
+        shifts_x = torch.arange(width, dtype=torch.int32, device=base.device) * stride_x
+        shifts_y = torch.arange(height, dtype=torch.int32, device=base.device) * stride_y
+        shift_x = (shifts_x[None, :] + torch.zeros_like(shifts_y)[:, None]).reshape(-1)  # (H, W) by broadcasting:
+        shift_y = (shifts_y[:, None] + torch.zeros_like(shifts_x)[None, :]).reshape(-1)  # no size as an int
+        shifts = torch.stack((shift_x, shift_y) * 2, dim=1)
+        return (shifts[:, None, :] + base[None]).reshape(-1, 4)  # (HW, A, 4) -> (HWA, 4)
 
 
 class DefaultBoxes(nn.Module):

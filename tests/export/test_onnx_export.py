@@ -261,10 +261,16 @@ def test_dynamic_size_gives_eager_detections_at_other_sizes(tmp_path):
         assert_exported_equals_eager(retinanet, path, size, batch=2)
 
 
-def test_dynamic_size_refused_where_the_network_input_varies(tmp_path):
-    model = tiny_retinanet(density=False)  # min_size / max_size: the resized size follows the image's
-    with pytest.raises(ValueError, match=r"fixed_size: \[H, W\].*--size H W"):
-        export_onnx(DenseGraph(model, (96, 96)), tmp_path / "m.onnx", dynamic=True)
+def test_dynamic_size_refused_where_the_network_input_varies_and_its_anchors_cannot(tmp_path):
+    """SSD's default boxes are constants of the graph: with a transform that resizes by min_size /
+    max_size (the network input follows the image), a dynamic size is refused. (The families with
+    an AnchorGenerator compute theirs in the graph: tests/export/test_trained_exports.py.)"""
+    from tests.models.test_ssd import TINY_SSD
+
+    transform = {**TINY_SSD["transform"], "fixed_size": None, "min_size": 96, "max_size": 160}
+    model = build_model({**TINY_SSD, "transform": transform}).eval()
+    with pytest.raises(ValueError, match=r"fixed_size: \[H, W\].*letterbox.*--size H W"):
+        export_onnx(SSDGraph(model, (96, 96)), tmp_path / "m.onnx", dynamic=True)
     assert not (tmp_path / "m.onnx").exists()
 
 

@@ -255,10 +255,12 @@ class RoIHeads(nn.Module):
     def candidates(self, boxes: Tensor, scores: Tensor, densities: Tensor | None, size
                    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """One image's (RoI, class) candidates for the suppressor, from its decoded boxes (R, K, 4)
-        and softmax scores (R, K): clipped to ``size``, background dropped, above the score
-        threshold, not tiny. Labels are dataset labels (0..K-2); each keeps its RoI's density."""
+        and softmax scores (R, K): clipped to ``size`` (None: clipped already, as the exported
+        graph clips them), background dropped, above the score threshold, not tiny. Labels are
+        dataset labels (0..K-2); each keeps its RoI's density."""
         num_classes = scores.shape[-1]
-        boxes = clip_boxes_to_image(boxes, size)
+        if size is not None:
+            boxes = clip_boxes_to_image(boxes, size)
         labels = torch.arange(num_classes, device=boxes.device).view(1, -1).expand_as(scores)
         # drop the background column, then one row per (RoI, class)
         boxes, scores, labels = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
