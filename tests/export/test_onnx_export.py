@@ -50,12 +50,11 @@ def assert_exported_equals_eager(model, path, size, batch=1, seeds=2, box_tol=1e
             np.testing.assert_allclose(got["scores"], want["scores"].numpy(), rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[2], CONFIGS[3], CONFIGS[5]],
-                         ids=["nms", "diou", "adaptive", "soft-linear"])
-def test_efficientdet_exported_gives_eager_detections(tmp_path, config):
-    """EfficientDet's own layers (EfficientNet, BiFPN's weighted fusions and resamplings, the
-    separable heads) in the graph. Random weights, BatchNorm statistics taken on the images (at
-    their init every anchor scores alike), class biases spread: scores with no near-ties."""
+def test_efficientdet_exported_gives_eager_detections(tmp_path):
+    """EfficientDet with its BatchNorm (folded into the convolutions by the exporter) in the
+    graph; every suppressor on a trained EfficientDet (GroupNorm) is in test_trained_exports.py.
+    Random weights, BatchNorm statistics taken on the images (at their init every anchor scores
+    alike), class biases spread: scores with no near-ties. Adaptive-NMS: densities too."""
     from detkit.models.batchnorm import recalibrate_batchnorm
     from tests.models.test_dense_detectors import TINY_EFFICIENTDET
 
@@ -66,7 +65,7 @@ def test_efficientdet_exported_gives_eager_detections(tmp_path, config):
         recalibrate_batchnorm(model, [([i.float() / 255 for i in images(s)], target) for s in range(3)])
         bias = model.head.classification.out[1].bias
         bias.copy_(-2.0 + torch.rand(bias.shape, generator=torch.Generator().manual_seed(2)))
-    model.eval().set_postprocess(suppressor_of(config))
+    model.eval().set_postprocess(suppressor_of(CONFIGS[3]))
     path = export_onnx(DenseGraph(model, (120, 150)), tmp_path / "efficientdet.onnx", batch=2)
     # boxes within 2e-3 px: this random-weight model's activations reach 180 and its anchors 512
     # px, so float32 rounding alone moves its boxes: eager float32 is up to 4e-4 px from float64,
@@ -239,24 +238,17 @@ def test_detkit_export_faster_rcnn_with_densities(tmp_path, predictor):
     assert_exported_equals_eager(model, out, (90, 110), batch=2)
 
 
-def test_dynamic_size_gives_eager_detections_at_other_sizes(tmp_path):
-    """A model whose transform resizes to a fixed size exports for any image size: traced at
-    128 x 128, run at two other sizes (and aspect ratios), equal to eager detkit."""
-    from tests.models.test_ssd import TINY_SSD
-
-    torch.manual_seed(0)
-    model = build_model({**TINY_SSD, "top_k": 30, "score_threshold": 0.1}).eval()
-    model.set_postprocess(Suppressor("soft_nms", {"method": "gaussian"}))
-    path = export_onnx(SSDGraph(model, (128, 128)), tmp_path / "ssd.onnx", dynamic=True)
-    assert OnnxDetector(path).image_size is None
-    for size in [(90, 170), (300, 200)]:
-        assert_exported_equals_eager(model, path, size)
+def test_dynamic_size_with_a_fixed_size_transform_and_a_batch(tmp_path):
+    """A RetinaNet configured with a fixed-size transform, exported for any image size and a
+    batch of two: traced at 128 x 160, run at two other sizes (and aspect ratios), equal to eager
+    detkit. (Every family at its own transform: tests/export/test_trained_exports.py.)"""
     config = {**TINY_RETINANET, "top_k": 40, "transform": {"fixed_size": [128, 160]}}
     torch.manual_seed(0)
     retinanet = build_model(config).eval()
     with torch.no_grad():
         retinanet.head.classification.out.bias.fill_(-1.0)
     path = export_onnx(DenseGraph(retinanet, (128, 160)), tmp_path / "retinanet.onnx", batch=2, dynamic=True)
+    assert OnnxDetector(path).image_size is None
     for size in [(100, 100), (240, 180)]:
         assert_exported_equals_eager(retinanet, path, size, batch=2)
 
