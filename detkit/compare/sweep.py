@@ -142,9 +142,20 @@ def _results(study: Study, suites: list[str], parts: Mapping[str, dict], command
 
 
 def slice_view(results: Mapping, specs: Mapping, members: Mapping[str, str]) -> dict:
-    """``results`` as a study of one slice: its runs under the base runs' names, every suite."""
-    runs = {**results["runs"], **{base: results["runs"][swept] for base, swept in members.items()}}
-    return {**results, "runs": runs, "suites": dict(specs)}
+    """``results`` as a study of one slice: its recorded runs under the base runs' names, and the
+    suites whose runs are all there (the detectors suite with those of its detectors that are). A
+    member not yet recorded is left out, not stood in for by its base run (another recipe or
+    budget), so a claim is judged at a slice only on the slice's own runs."""
+    recorded = {base: swept for base, swept in members.items() if swept in results["runs"]}
+    runs = {name: run for name, run in results["runs"].items() if name not in members}
+    runs.update({base: results["runs"][swept] for base, swept in recorded.items()})
+    suites = {}
+    for suite, spec in specs.items():
+        if suite == "detectors":
+            suites[suite] = {**spec, "runs": [name for name in spec["runs"] if name in runs]}
+        elif spec["variant"] in runs and spec["baseline"] in runs:  # a pair suite, as results.json holds it
+            suites[suite] = spec
+    return {**results, "runs": runs, "suites": suites}
 
 
 def sweep_summary(study: Study, specs: Mapping, results: Mapping) -> dict:
@@ -164,18 +175,22 @@ def sweep_summary(study: Study, specs: Mapping, results: Mapping) -> dict:
 
 def judge_sweep(results: Mapping) -> dict:
     """``results["sweep"]`` with, per slice, the runs not yet recorded, its steps and its
-    verdicts, and per claim of ``SWEPT_CLAIMS`` the difference and its sigma at every complete
-    slice (from results.json alone: ``detkit compare --report-only`` re-judges with it)."""
+    verdicts, and per claim of ``SWEPT_CLAIMS`` the difference and its sigma at every slice
+    where the claim's own runs are recorded (from results.json alone: ``detkit compare
+    --report-only`` re-judges with it). A slice with runs still missing lists only the swept
+    claims whose runs it has."""
     sweep = dict(results["sweep"])
     slices, trends = {}, {}
     for label, entry in sweep["slices"].items():
         members = entry["runs"]
         missing = [swept for swept in members.values() if swept not in results["runs"]]
         entry = {**entry, "pending": missing, "steps": None, "claims": []}
-        if not missing and members:
+        if len(missing) < len(members):
             view = slice_view(results, sweep["suites"], members)
-            entry["steps"] = int(max(results["runs"][swept]["steps"] for swept in members.values()))
-            entry["claims"] = verdicts(view)
+            entry["steps"] = int(max(results["runs"][swept]["steps"] for swept in members.values()
+                                     if swept in results["runs"]))
+            entry["claims"] = [claim for claim in verdicts(view) if not missing
+                               or (claim["id"] in SWEPT_CLAIMS and claim_pair(view, claim["id"]) is not None)]
             for claim in entry["claims"]:
                 pair = claim_pair(view, claim["id"]) if claim["id"] in SWEPT_CLAIMS else None
                 if pair is None:

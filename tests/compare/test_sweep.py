@@ -154,3 +154,35 @@ def test_a_partial_sweep_reports_what_is_pending_and_reuse_records_runs(swept, t
                              datetime.datetime.now(datetime.timezone.utc), 0)
     assert partial["sweep"]["slices"]["bn@3x"]["pending"] == ["retinanet@3x", "retinanet_ce@3x"]
     assert len(partial["sweep"]["trends"]["focal_beats_cross_entropy"]) == 4
+
+
+def test_a_claim_is_judged_where_its_own_runs_are_recorded(swept):
+    """A slice with a run still missing judges the claims whose runs it has, and no other: the
+    missing run's base run (another recipe or budget) never stands in for it. Here a second
+    pair (backbones: retinanet against a 'retinanet_b3' that is a copy of retinanet_ce) is swept
+    too, and its gn@2x run is not recorded yet: focal is judged at gn@2x, backbones is not."""
+    import copy
+
+    from detkit.compare.sweep import judge_sweep
+
+    _, _, results = swept
+    results = copy.deepcopy(results)
+    for name in ("retinanet_b3", "retinanet_b3@2x", "retinanet_b3+gn"):
+        results["runs"][name] = results["runs"][name.replace("retinanet_b3", "retinanet_ce")]
+    backbones = {"variant": "retinanet_b3", "baseline": "retinanet", "roles": {}}
+    results["suites"]["backbones"] = results["sweep"]["suites"]["backbones"] = backbones
+    for label, entry in results["sweep"]["slices"].items():
+        recipe, multiple = label.split("@")
+        entry["runs"]["retinanet_b3"] = "retinanet_b3" + ("+gn" if recipe == "gn" else "") + (
+            "" if multiple == "1x" else f"@{multiple}")
+    judged = judge_sweep(results)
+    assert judged["slices"]["gn@2x"]["pending"] == ["retinanet_b3+gn@2x"]
+    assert [c["id"] for c in judged["slices"]["gn@2x"]["claims"]] == ["focal_beats_cross_entropy"]
+    focal, backbones = judged["trends"]["focal_beats_cross_entropy"], judged["trends"]["efficientnet_beats_resnet"]
+    assert [p["slice"] for p in focal] == ["bn@1x", "gn@1x", "bn@2x", "gn@2x"]
+    assert focal == results["sweep"]["trends"]["focal_beats_cross_entropy"]  # as when the slice was complete
+    assert [p["slice"] for p in backbones] == ["bn@1x", "gn@1x", "bn@2x"]
+    del results["runs"]["retinanet_ce+gn@2x"]  # now neither pair is whole at gn@2x: nothing judged there
+    judged = judge_sweep(results)
+    assert judged["slices"]["gn@2x"]["claims"] == [] and judged["slices"]["gn@2x"]["steps"] == 4
+    assert "gn@2x" not in {p["slice"] for p in judged["trends"]["focal_beats_cross_entropy"]}
