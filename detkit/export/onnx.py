@@ -149,8 +149,10 @@ class DetectorGraph(nn.Module):
         self.input_size = shape.to(torch.float32)
         if self.scale is None:
             resized = torch.tensor(self.resized)
-        else:  # DetectionTransform.resize's arithmetic, in float64 as Python does it (a Python number
-            hw = shape.to(torch.float64)  # in the arithmetic would become a float32 constant in the graph)
+        else:
+            # DetectionTransform.resize's arithmetic in float64, as Python does it: the limits are
+            # float64 tensors because a Python number here would become a float32 constant
+            hw = shape.to(torch.float64)
             limits = torch.tensor([float(transform.min_size[-1]), float(transform.max_size)], dtype=torch.float64)
             scale = (limits / torch.stack([hw.min(), hw.max()])).min()
             resized = torch.floor(hw * scale).to(torch.int64)
