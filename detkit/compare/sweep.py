@@ -189,10 +189,11 @@ def judge_sweep(results: Mapping) -> dict:
             view = slice_view(results, sweep["suites"], members)
             entry["steps"] = int(max(results["runs"][swept]["steps"] for swept in members.values()
                                      if swept in results["runs"]))
-            entry["claims"] = [claim for claim in verdicts(view) if not missing
-                               or (claim["id"] in SWEPT_CLAIMS and claim_pair(view, claim["id"]) is not None)]
+            judged = verdicts(view)
+            pairs = {c["id"]: claim_pair(view, c["id"]) for c in judged if c["id"] in SWEPT_CLAIMS}
+            entry["claims"] = [claim for claim in judged if not missing or pairs.get(claim["id"]) is not None]
             for claim in entry["claims"]:
-                pair = claim_pair(view, claim["id"]) if claim["id"] in SWEPT_CLAIMS else None
+                pair = pairs.get(claim["id"])
                 if pair is None:
                     continue
                 delta, sigma = difference(view, *pair)
