@@ -203,6 +203,7 @@ def _evaluated(run: TrainedRun, dataset, draws: np.ndarray) -> dict:
         "bootstrap": {metric: [round(float(v), 6) for v in values] for metric, values in spread.items()},
         "loss": _losses(Path(run.run.config["train"]["out"]) / "metrics.jsonl"),
         "errors": _error_summary(dataset, coco_results),
+        **({"threads": list(run.threads)} if run.threads else {}),
     }
 
 

@@ -439,6 +439,16 @@ def _provenance(results: Mapping) -> list[str]:
              f"(detkit's `configs/compare/{results['budget']}.yaml`); the recipe every run shares:", "", "```yaml",
              recipe, "```", "", "Each run's full config (model, data, train) is in `results.json` under "
              "`runs.<name>.config`; the run folders hold their checkpoints, `config.yaml` and `metrics.jsonl`.", ""]
-    rows = [[f"`{n}`", r["dataset"], r["seed"], r["steps"], f"{r['train_seconds'] / 60:.1f}", architecture(r["config"])]
+    rows = [[f"`{n}`", r["dataset"], r["seed"], r["steps"], f"{r['train_seconds'] / 60:.1f}",
+             " then ".join(map(str, r["threads"])) if "threads" in r else "-", architecture(r["config"])]
             for n, r in results["runs"].items()]
-    return lines + _table(["run", "dataset", "seed", "steps", "train (min)", "architecture"], rows, 2)
+    lines += _table(["run", "dataset", "seed", "steps", "train (min)", "torch threads", "architecture"], rows, 2)
+    threads = p["torch_threads"]
+    other = [f"`{n}`" for n, r in results["runs"].items() if r.get("threads", [threads]) != [threads]]
+    if other:
+        lines += ["", f"Trained on another torch thread count than this invocation's {threads}, or resumed on "
+                  f"one: {', '.join(other)}. A different count sums in another order, so these are not bitwise the "
+                  f"runs a straight {threads}-thread training gives."]
+    if any("threads" not in r for r in results["runs"].values()):
+        lines += ["", "torch threads \"-\": not recorded (the run was recorded before detkit recorded it)."]
+    return lines

@@ -47,6 +47,7 @@ class TrainedRun:
     train_seconds: float
     reused: bool  # loaded from an earlier finished run rather than trained now
     device: str = "cpu"  # where the model is (its config's train.device)
+    threads: tuple[int, ...] = ()  # torch CPU threads it trained on, in order (two: resumed on another count)
 
 
 def is_main_process() -> bool:
@@ -88,9 +89,11 @@ def train_or_load(run: Run, *, progress: bool = True) -> TrainedRun:
                          "folder, or give detkit compare another --runs folder")
     if record is not None and record["finished"]:
         model = load_model(resolved, out / "last.pth", device)
-        return TrainedRun(run, model, resolved, record["steps"], record["seconds"], True, device)
+        return TrainedRun(run, model, resolved, record["steps"], record["seconds"], True, device,
+                          tuple(record.get("threads", ())))
     resume = record is not None and (out / "last.pth").is_file()
-    record = {"config": run.config, "finished": False, "steps": 0, "seconds": record["seconds"] if resume else 0.0}
+    record = {"config": run.config, "finished": False, "steps": 0, "seconds": record["seconds"] if resume else 0.0,
+              "threads": record.get("threads", []) if resume else []}
     writes = is_main_process()
     if writes:
         out.mkdir(parents=True, exist_ok=True)
@@ -101,10 +104,14 @@ def train_or_load(run: Run, *, progress: bool = True) -> TrainedRun:
         record.update(finished=True, steps=result.state.iteration)
     finally:  # an interrupted run keeps the seconds it spent, so a resumed one reports its whole cost
         record["seconds"] += time.monotonic() - started
+        # a thread count sums in another order: a run resumed on another count is not bitwise a straight one
+        if record["threads"][-1:] != [torch.get_num_threads()]:
+            record["threads"].append(torch.get_num_threads())
         if writes:
             _write_json(path, record)
     model = load_model(resolved, result.last, device)
-    return TrainedRun(run, model, resolved, record["steps"], record["seconds"], False, device)
+    return TrainedRun(run, model, resolved, record["steps"], record["seconds"], False, device,
+                      tuple(record["threads"]))
 
 
 def _write_json(path: Path, data) -> None:

@@ -203,7 +203,8 @@ RUN = record({
     "gflops": number,
     "input": list_of(integer, length=2),  # (height, width)
     "latency": table(LATENCY, required=("cpu",)),  # by device: cpu, and cuda when there was a GPU
-}, {"errors": ERROR_SUMMARY})  # why it misses (detkit.evaluation.errors); newer studies only
+}, {"errors": ERROR_SUMMARY,  # why it misses (detkit.evaluation.errors); newer studies only
+    "threads": list_of(integer)})  # torch CPU threads it trained on (two: resumed on another); newer studies only
 SUPPRESSOR_ROW = record({
     "config": ANY_OBJECT, **{m: number for m in ("AP", "AP50", "AP75", "AR100", "recall_covered",
                                                    "recall_at_threshold", "precision_at_threshold")},

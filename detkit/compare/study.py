@@ -172,7 +172,7 @@ class Study:
             lines.append(line)
         if self.sweep is not None and out is not None:
             lines.append(f"{len(done)} of {len(names)} recorded under {Path(out) / 'runs'}; ~{left / 60:.1f} h of "
-                         "training left, estimated from the recorded runs of the same model (seconds per step)")
+                         "training left, estimated per epoch from the fastest recorded run of the same model and recipe")
         return lines
 
 
@@ -190,12 +190,14 @@ def suite_specs(study: Study, suites: list[str]) -> dict:
 
 
 def _estimate_minutes(name: str, run: Run, done: Mapping[str, Mapping]) -> float | None:
-    """Minutes to train ``run``: the time of a recorded run of the same base run and recipe (any
-    multiple; else of the same base run, any recipe) scaled by their epochs; None with none."""
+    """Minutes to train ``run``: the fastest recorded run of the same base run and recipe (any
+    multiple; else of the same base run, any recipe) per epoch, times its epochs; None with none.
+    The fastest, because a run slowed by a shared machine says nothing about an unloaded one."""
     for stem in (lambda n: n.split("@")[0], lambda n: n.split("@")[0].split("+")[0]):
-        for other, part in done.items():
-            if stem(other) == stem(name) and part.get("steps"):
-                return part["train_seconds"] / 60 * run.config["train"]["epochs"] / part["config"]["train"]["epochs"]
+        per_epoch = [part["train_seconds"] / part["config"]["train"]["epochs"]
+                     for other, part in done.items() if stem(other) == stem(name) and part.get("steps")]
+        if per_epoch:
+            return min(per_epoch) / 60 * run.config["train"]["epochs"]
     return None
 
 

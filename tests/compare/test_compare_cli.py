@@ -6,6 +6,7 @@ import json
 import struct
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from detkit.cli import main
@@ -56,6 +57,7 @@ def test_every_suite_writes_its_report_json_and_plots(smoke):
     for name, run in results["runs"].items():
         assert run["config"]["train"]["seed"] == run["seed"] and run["steps"] == 2, name
         assert len(run["bootstrap"]["AP"]) == 10 and run["params"] > 0 and run["gflops"] > 0
+        assert run["threads"] == [provenance["torch_threads"]], name  # trained straight on this count
         # the bootstrap's own accumulation of every image is the evaluation's numbers
         for metric in ("AP", "AP50", "AP75"):
             assert run["eval"]["check"][metric] == pytest.approx(run["eval"]["stats"][metric], abs=1e-9)
@@ -167,23 +169,32 @@ def test_an_interrupted_run_resumes(tmp_path, monkeypatch):
     run = load_study("smoke", data, runs_dir=tmp_path / "runs").runs["retinanet"]
     real_train = runs.train
 
+    def on_threads(threads, config, **overrides):  # the study's config, trained on ``threads`` torch threads
+        return {**config, "train": {**config["train"], "threads": threads, **overrides}}
+
     def one_step_then_ctrl_c(config, resume, progress):
-        real_train({**config, "train": {**config["train"], "max_iters": 1}}, resume=resume, progress=progress)
+        real_train(on_threads(1, config, max_iters=1), resume=resume, progress=progress)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runs, "train", one_step_then_ctrl_c)
-    with pytest.raises(KeyboardInterrupt):
-        runs.train_or_load(run, progress=False)
-    record = json.loads((tmp_path / "runs" / "retinanet" / "compare.json").read_text())
-    assert not record["finished"] and record["seconds"] > 0
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            runs.train_or_load(run, progress=False)
+        record = json.loads((tmp_path / "runs" / "retinanet" / "compare.json").read_text())
+        assert not record["finished"] and record["seconds"] > 0 and record["threads"] == [1]
 
-    calls = []
-    monkeypatch.setattr(runs, "train", lambda config, resume, progress: calls.append(resume) or real_train(
-        config, resume=resume, progress=progress))
-    trained = runs.train_or_load(run, progress=False)
+        calls = []
+        monkeypatch.setattr(runs, "train", lambda config, resume, progress: calls.append(resume) or real_train(
+            on_threads(2, config), resume=resume, progress=progress))
+        trained = runs.train_or_load(run, progress=False)
+    finally:
+        torch.set_num_threads(threads)
     assert calls == [True] and trained.steps == 2 and not trained.reused  # one step done, one resumed
     assert trained.train_seconds > record["seconds"]
-    assert runs.train_or_load(run, progress=False).reused  # finished now: loaded
+    assert trained.threads == (1, 2)  # resumed on another thread count: the record says so
+    again = runs.train_or_load(run, progress=False)
+    assert again.reused and again.threads == (1, 2)  # finished now: loaded, with its record
 
 
 def test_under_torchrun_every_process_trains_and_one_writes(tmp_path):
