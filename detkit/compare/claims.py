@@ -52,6 +52,7 @@ class Claim:
     source: str  # the paper and table behind the published numbers
     published: str  # the published numbers
     check: Callable[[Mapping], tuple[str, str, str]]  # results -> (measured, verdict, why)
+    short: str  # a few words for a table's row ("focal loss vs cross-entropy")
 
 
 # ------------------------------------------------------------------------------ noise
@@ -336,48 +337,48 @@ CLAIMS: list[Claim] = [
           "the one-stage YOLO and SSD.",
           "Redmon et al. 2016, Table 1; Liu et al. 2016, Table 7 (VOC 2007 test)",
           "Faster R-CNN VGG-16 73.2 mAP; YOLO 63.4; SSD300 74.3 (SSD's paper already reverses the claim)",
-          _check_two_stage_accuracy),
+          _check_two_stage_accuracy, "Faster R-CNN vs YOLO"),
     Claim("two_stage_speed", "detectors", "Two-stage detectors are slow; one-stage detectors are faster.",
           "Liu et al. 2016, Table 7 (Titan X, batch 1)", "Faster R-CNN VGG-16 7 FPS; YOLO 45 FPS; SSD300 46 FPS",
-          _check_two_stage_speed),
+          _check_two_stage_speed, "two-stage slower"),
     Claim("one_stage_real_time", "detectors", f"YOLO and SSD are fast enough for real time (>= {REAL_TIME_FPS:.0f} FPS).",
           "Redmon et al. 2016; Liu et al. 2016 (Titan X GPU)", "YOLO 45 FPS, SSD300 46 FPS",
-          _check_real_time),
+          _check_real_time, "one-stage real time"),
     Claim("retinanet_matches_two_stage", "detectors",
           "RetinaNet (one-stage with the focal loss) matches two-stage accuracy.",
           "Lin et al. 2017, Table 2 (COCO test-dev)", "RetinaNet R101-FPN 39.1 AP vs Faster R-CNN R101-FPN 36.2",
-          _check_retinanet_matches),
+          _check_retinanet_matches, "RetinaNet vs Faster R-CNN"),
     Claim("efficientdet_efficiency", "detectors",
           "EfficientDet (EfficientNet + BiFPN) reaches a detector's accuracy at a fraction of its FLOPs.",
           "Tan et al. 2020, Table 2 (COCO)", "EfficientDet-D0 33.8 AP at 2.5 B FLOPs vs YOLOv3 33.0 AP at 71 B (28x)",
-          _check_efficientdet_efficiency),
+          _check_efficientdet_efficiency, "EfficientDet vs YOLO"),
     Claim("focal_beats_cross_entropy", "focal",
           "The focal loss fixes the foreground/background imbalance of dense detectors: it beats alpha-balanced "
           "cross-entropy.",
           "Lin et al. 2017, Table 1a-b (RetinaNet R50, 600 px, COCO)", "focal (gamma 2, alpha 0.25) 34.0 AP vs "
-          "alpha-balanced CE (alpha 0.75) 31.1", _check_pair("focal")),
+          "alpha-balanced CE (alpha 0.75) 31.1", _check_pair("focal"), "focal loss vs cross-entropy"),
     Claim("bifpn_beats_fpn", "necks", "A weighted BiFPN beats an FPN on the same detector and backbone.",
           "Tan et al. 2020, Table 5 (COCO)", "repeated top-down FPN 42.3 AP vs weighted BiFPN 44.4",
-          _check_pair("necks")),
+          _check_pair("necks"), "BiFPN vs FPN"),
     Claim("efficientnet_beats_resnet", "backbones",
           "EfficientNet backbones make better detectors than ResNets of the same cost.",
           "Tan et al. 2020, Table 4 (COCO); torchvision's ImageNet weights",
           "ResNet-50 + FPN 37.0 AP vs EfficientNet-B3 + FPN 40.3 (B3 has half the FLOPs); ImageNet top-1: "
-          "ResNet-18 69.8% vs EfficientNet-B3 82.0% at 1.8 GFLOPs each", _check_pair("backbones")),
+          "ResNet-18 69.8% vs EfficientNet-B3 82.0% at 1.8 GFLOPs each", _check_pair("backbones"), "EfficientNet-B3 vs ResNet-18"),
     Claim("soft_nms_beats_nms", "nms", "Soft-NMS (gaussian decay of the neighbours' scores) improves AP over NMS.",
-          "Bodla et al. 2017 (COCO)", "+1.1 AP for Faster R-CNN", _check_suppressor("soft_nms_gaussian", "normal")),
+          "Bodla et al. 2017 (COCO)", "+1.1 AP for Faster R-CNN", _check_suppressor("soft_nms_gaussian", "normal"), "Soft-NMS vs NMS"),
     Claim("nms_removes_crowded_objects", "nms",
           "Greedy NMS keeps the best-scoring box and removes overlapping true objects in crowds.",
-          "Bodla et al. 2017; Liu et al. 2019 (motivation)", "qualitative", _check_nms_loses_crowds),
+          "Bodla et al. 2017; Liu et al. 2019 (motivation)", "qualitative", _check_nms_loses_crowds, "NMS removes crowded objects"),
     Claim("soft_nms_in_crowds", "nms", "Soft-NMS recovers the crowded objects NMS removes.",
           "Bodla et al. 2017", "gains grow with the overlap of the objects",
-          _check_suppressor("soft_nms_gaussian", "crowded")),
+          _check_suppressor("soft_nms_gaussian", "crowded"), "Soft-NMS in crowds"),
     Claim("adaptive_nms_in_crowds", "nms",
           "Adaptive-NMS, raising the threshold with the predicted density, beats NMS in crowds.",
           "Liu, Huang, Wang 2019 (CityPersons, CrowdHuman)", "lower miss rate and higher AP than greedy NMS "
-          "in crowded pedestrian scenes", _check_adaptive),
+          "in crowded pedestrian scenes", _check_adaptive, "Adaptive-NMS in crowds"),
     Claim("diou_nms_in_crowds", "nms", "DIoU-NMS (IoU minus the centres' distance) beats NMS with occlusion.",
-          "Zheng et al. 2020", "small AP gains over NMS for YOLOv3 and SSD", _check_suppressor("diou_nms", "crowded")),
+          "Zheng et al. 2020", "small AP gains over NMS for YOLOv3 and SSD", _check_suppressor("diou_nms", "crowded"), "DIoU-NMS in crowds"),
 ]
 
 

@@ -8,7 +8,7 @@ from typing import Mapping
 
 import yaml
 
-from detkit.compare.claims import NOT_MEASURABLE, NOT_TESTED, REPRODUCED
+from detkit.compare.claims import CLAIMS, NOT_MEASURABLE, NOT_TESTED, REPRODUCED
 from detkit.compare.study import MEASURE_DEFAULTS, PAIRS
 
 SUITE_TITLES = {
@@ -127,30 +127,39 @@ def write_report(results: Mapping, out: Path, plots: list[Path]) -> Path:
 
 
 def _sweep_section(results: Mapping, shown: set[str]) -> list[str]:
-    """The claims as the budget grows: per claim, the difference and its noise at each recipe
-    and multiple, the verdict there, and its plot; then the runs not yet recorded."""
+    """The claims as the budget grows: every claim's difference and its noise at each recipe and
+    multiple with the verdict there, one plot per claim, then the runs not yet recorded."""
     sweep = results["sweep"]
     lines = ["## As the budget grows", "",
              f"Each run trained at {', '.join(f'{k}x' for k in sweep['multiples'])} the recipe's steps (each a full "
              f"schedule of its own), with each recipe ({', '.join(sweep['recipes'])}); every slice judged as a study "
              "of its own: the paired bootstrap of its two runs and the seed probe's sigma measured at "
-             f"{next(iter(sweep['slices']))} (longer schedules were not probed).", ""]
+             f"{next(iter(sweep['slices']))} (longer schedules were not probed).", "", *sweep_table(results), ""]
     claims = {c["id"]: c for s in sweep["slices"].values() for c in s["claims"]}
-    for claim_id, points in sweep["trends"].items():
-        lines += [f"### {claims[claim_id]['claim']}", ""]
-        rows = [[p["recipe"], f"{p['multiple']}x", f"{p['steps']:,}", f"`{p['variant']}` {_f(p['variant_AP'])}",
-                 f"`{p['baseline']}` {_f(p['baseline_AP'])}", f"{p['delta']:+.3f}", f"{2 * p['sigma']:.3f}",
-                 _short_verdict(p["verdict"])] for p in sorted(points, key=lambda p: (p["recipe"], p["steps"]))]
-        lines += _table(["recipe", "budget", "steps", "variant AP", "baseline AP", "difference", "2 sigma", "verdict"],
-                        rows, numbers_from=2)
+    for claim_id in sweep["trends"]:
         if f"sweep_{claim_id}.png" in shown:
-            lines += ["", f"![{claim_id} against training steps](sweep_{claim_id}.png)"]
-        lines.append("")
+            lines += [f"### {claims[claim_id]['claim']}", "",
+                      f"![{claim_id} against training steps](sweep_{claim_id}.png)", ""]
     pending = {label: s["pending"] for label, s in sweep["slices"].items() if s["pending"]}
     if pending:
         lines += ["Not yet recorded (`detkit compare --plan` shows the time left):", ""]
         lines += [f"- {label}: {', '.join(f'`{r}`' for r in runs)}" for label, runs in pending.items()]
     return lines
+
+
+def sweep_table(results: Mapping) -> list[str]:
+    """A sweep's claims at every recorded recipe and multiple as one Markdown table: the runs'
+    AP, their difference, its 2 sigma and the verdict (report.md and survey.md)."""
+    recipes = {"bn": "BatchNorm", "gn": "GroupNorm"}
+    short = {c.id: c.short for c in CLAIMS}
+    rows = [[short[claim_id], recipes.get(p["recipe"], p["recipe"]), f"{p['steps']:,} ({p['multiple']}x)",
+             f"`{p['variant']}` {_f(p['variant_AP'])}", f"`{p['baseline']}` {_f(p['baseline_AP'])}",
+             f"{p['delta']:+.3f}", f"{2 * p['sigma']:.3f}",
+             "**reproduced**" if p["verdict"] == REPRODUCED else _short_verdict(p["verdict"])]
+            for claim_id, points in results["sweep"]["trends"].items()
+            for p in sorted(points, key=lambda p: (p["recipe"], p["steps"]))]
+    return _table(["claim", "recipe", "steps", "variant AP", "baseline AP", "difference", "2 sigma", "verdict"],
+                  rows, numbers_from=2)
 
 
 def _short_verdict(verdict: str) -> str:

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from detkit.cli import main
+from detkit.compare.report import sweep_table
 from detkit.compare.study import load_study
 from detkit.config import shipped_configs
 from tests.compare.test_compare_cli import png_size
@@ -105,6 +106,11 @@ def test_every_run_is_recorded_and_each_claim_has_its_trend(swept):
     assert results["claims"] == results["sweep"]["slices"]["bn@1x"]["claims"]
     report = (root / "out" / "report.md").read_text()
     assert "## As the budget grows" in report and "(sweep_focal_beats_cross_entropy.png)" in report
+    table = sweep_table(results)  # one row per recipe and multiple, BatchNorm's first
+    assert "\n".join(table) in report and len(table) == 2 + 4
+    assert [row.split(" | ")[:3] for row in table[2:]] == [
+        ["| focal loss vs cross-entropy", recipe, steps] for recipe in ("BatchNorm", "GroupNorm")
+        for steps in ("2 (1x)", "4 (2x)")]
     width, height = png_size(root / "out" / "sweep_focal_beats_cross_entropy.png")
     assert width > 400 and height > 300
     (root / "out" / "report.md").unlink()  # rebuilt, the slices re-judged, from results.json alone
