@@ -15,6 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
+
+from detkit.compare.claims import CLAIMS
+from detkit.compare.study import RECIPE_NAMES
+
 MODEL_SUITES = ("detectors", "focal", "necks", "backbones")
 
 
@@ -241,8 +246,10 @@ def budget_trend(claim: str, points: list[Mapping], path: Path) -> Path:
     for i, recipe in enumerate(recipes):
         mine = sorted((p for p in points if p["recipe"] == recipe), key=lambda p: p["steps"])
         steps = [p["steps"] * (1 + 0.03 * (i - (len(recipes) - 1) / 2)) for p in mine]  # side by side, not on top
-        deltas, bands = [p["delta"] for p in mine], [2 * p["sigma"] for p in mine]
-        ax.errorbar(steps, deltas, yerr=bands, marker="o", capsize=4, color=f"C{i}", label=f"{recipe} (+- 2 sigma)")
+        deltas, bands = np.array([p["delta"] for p in mine]), np.array([2 * p["sigma"] for p in mine])
+        ax.fill_between(steps, deltas - bands, deltas + bands, color=f"C{i}", alpha=0.15, linewidth=0)
+        ax.errorbar(steps, deltas, yerr=bands, marker="o", capsize=4, color=f"C{i}",
+                    label=f"{RECIPE_NAMES.get(recipe, recipe)} (+- 2 sigma)")
     ax.axhline(0, color="black", linewidth=0.8, linestyle="--")
     ax.set_xscale("log", base=2)
     ticks = sorted({p["steps"] for p in points})
@@ -252,7 +259,7 @@ def budget_trend(claim: str, points: list[Mapping], path: Path) -> Path:
     first = points[0]
     ax.set_xlabel("training steps")
     ax.set_ylabel(f"AP: {first['variant']} - {first['baseline']}")
-    ax.set_title(claim.replace("_", " "))
+    ax.set_title(next((c.short for c in CLAIMS if c.id == claim), claim))
     ax.legend(fontsize=8)
     return _save(fig, path)
 

@@ -54,6 +54,7 @@ from detkit.config import (check, merge, parse_override, read_config, read_yaml,
 
 BUDGETS = ("smoke", "cpu", "cpu-long", "full")
 SUITES = ("detectors", "focal", "necks", "backbones", "nms")
+RECIPE_NAMES = {"bn": "BatchNorm", "gn": "GroupNorm"}  # a sweep's recipes as its tables and plots name them
 PAIRS = {"focal": ("cross_entropy", "focal"), "necks": ("fpn", "bifpn"), "backbones": ("resnet", "efficientnet")}
 """The two-run suites: (baseline role, variant role). Each claim says the variant does better."""
 
