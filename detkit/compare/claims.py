@@ -364,12 +364,15 @@ CLAIMS: list[Claim] = [
           "EfficientNet backbones make better detectors than ResNets of the same cost.",
           "Tan et al. 2020, Table 4 (COCO); torchvision's ImageNet weights",
           "ResNet-50 + FPN 37.0 AP vs EfficientNet-B3 + FPN 40.3 (B3 has half the FLOPs); ImageNet top-1: "
-          "ResNet-18 69.8% vs EfficientNet-B3 82.0% at 1.8 GFLOPs each", _check_pair("backbones"), "EfficientNet-B3 vs ResNet-18"),
+          "ResNet-18 69.8% vs EfficientNet-B3 82.0% at 1.8 GFLOPs each", _check_pair("backbones"),
+          "EfficientNet-B3 vs ResNet-18"),
     Claim("soft_nms_beats_nms", "nms", "Soft-NMS (gaussian decay of the neighbours' scores) improves AP over NMS.",
-          "Bodla et al. 2017 (COCO)", "+1.1 AP for Faster R-CNN", _check_suppressor("soft_nms_gaussian", "normal"), "Soft-NMS vs NMS"),
+          "Bodla et al. 2017 (COCO)", "+1.1 AP for Faster R-CNN", _check_suppressor("soft_nms_gaussian", "normal"),
+          "Soft-NMS vs NMS"),
     Claim("nms_removes_crowded_objects", "nms",
           "Greedy NMS keeps the best-scoring box and removes overlapping true objects in crowds.",
-          "Bodla et al. 2017; Liu et al. 2019 (motivation)", "qualitative", _check_nms_loses_crowds, "NMS removes crowded objects"),
+          "Bodla et al. 2017; Liu et al. 2019 (motivation)", "qualitative", _check_nms_loses_crowds,
+          "NMS removes crowded objects"),
     Claim("soft_nms_in_crowds", "nms", "Soft-NMS recovers the crowded objects NMS removes.",
           "Bodla et al. 2017", "gains grow with the overlap of the objects",
           _check_suppressor("soft_nms_gaussian", "crowded"), "Soft-NMS in crowds"),
@@ -378,9 +381,11 @@ CLAIMS: list[Claim] = [
           "Liu, Huang, Wang 2019 (CityPersons, CrowdHuman)", "lower miss rate and higher AP than greedy NMS "
           "in crowded pedestrian scenes", _check_adaptive, "Adaptive-NMS in crowds"),
     Claim("diou_nms_in_crowds", "nms", "DIoU-NMS (IoU minus the centres' distance) beats NMS with occlusion.",
-          "Zheng et al. 2020", "small AP gains over NMS for YOLOv3 and SSD", _check_suppressor("diou_nms", "crowded"), "DIoU-NMS in crowds"),
+          "Zheng et al. 2020", "small AP gains over NMS for YOLOv3 and SSD", _check_suppressor("diou_nms", "crowded"),
+          "DIoU-NMS in crowds"),
 ]
 
+SHORT_NAMES = {claim.id: claim.short for claim in CLAIMS}  # claim id -> its few words, for tables and plots
 
 _PAIR_CLAIMS = {"focal_beats_cross_entropy": "focal", "bifpn_beats_fpn": "necks", "efficientnet_beats_resnet": "backbones"}
 

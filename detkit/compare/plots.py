@@ -17,7 +17,7 @@ from typing import Mapping
 
 import numpy as np
 
-from detkit.compare.claims import CLAIMS
+from detkit.compare.claims import SHORT_NAMES
 from detkit.compare.study import RECIPE_NAMES
 
 MODEL_SUITES = ("detectors", "focal", "necks", "backbones")
@@ -259,7 +259,7 @@ def budget_trend(claim: str, points: list[Mapping], path: Path) -> Path:
     first = points[0]
     ax.set_xlabel("training steps")
     ax.set_ylabel(f"AP: {first['variant']} - {first['baseline']}")
-    ax.set_title(next((c.short for c in CLAIMS if c.id == claim), claim))
+    ax.set_title(SHORT_NAMES.get(claim, claim))
     ax.legend(fontsize=8)
     return _save(fig, path)
 

@@ -8,7 +8,7 @@ from typing import Mapping
 
 import yaml
 
-from detkit.compare.claims import CLAIMS, NOT_MEASURABLE, NOT_TESTED, REPRODUCED
+from detkit.compare.claims import NOT_MEASURABLE, NOT_TESTED, REPRODUCED, SHORT_NAMES
 from detkit.compare.study import MEASURE_DEFAULTS, PAIRS, RECIPE_NAMES
 
 SUITE_TITLES = {
@@ -150,8 +150,7 @@ def _sweep_section(results: Mapping, shown: set[str]) -> list[str]:
 def sweep_table(results: Mapping) -> list[str]:
     """A sweep's claims at every recorded recipe and multiple as one Markdown table: the runs'
     AP, their difference, its 2 sigma and the verdict (report.md and survey.md)."""
-    short = {c.id: c.short for c in CLAIMS}
-    rows = [[short[claim_id], RECIPE_NAMES.get(p["recipe"], p["recipe"]), f"{p['steps']:,} ({p['multiple']}x)",
+    rows = [[SHORT_NAMES[claim_id], RECIPE_NAMES.get(p["recipe"], p["recipe"]), f"{p['steps']:,} ({p['multiple']}x)",
              f"`{p['variant']}` {_f(p['variant_AP'])}", f"`{p['baseline']}` {_f(p['baseline_AP'])}",
              f"{p['delta']:+.3f}", f"{2 * p['sigma']:.3f}",
              "**reproduced**" if p["verdict"] == REPRODUCED else _short_verdict(p["verdict"])]
