@@ -482,7 +482,8 @@ def quickstart(out, minutes, overrides):
 @click.option("--suite", "suites", multiple=True, default=("all",), show_default=True,
               type=click.Choice(["all", "detectors", "focal", "necks", "backbones", "nms"]),
               help="Which comparison (repeatable): two-stage vs one-stage detectors, focal loss vs cross-entropy, "
-                   "FPN vs BiFPN, ResNet vs EfficientNet, the suppressors.")
+                   "FPN vs BiFPN, ResNet vs EfficientNet, the suppressors. With a sweep (cpu-long) it chooses which "
+                   "runs a sitting trains; results.json and the report keep every other suite recorded under OUT.")
 @click.option("--budget", default="cpu", show_default=True, metavar="smoke|cpu|cpu-long|full|STUDY.yaml",
               help="smoke: every suite in about a minute (checks the machinery, not the claims); cpu: the whole "
                    "study on a 2-core CPU in under 3 hours; cpu-long: the contested claims at 1x, 2x and 4x its "

@@ -7,7 +7,9 @@ results.json is written at once to ``OUT/runs/<run>.json``, with the report and 
 rebuilt from every part there so far. A run whose part is there (with the same config) is
 neither trained nor evaluated again: a study longer than one sitting continues from the
 parts committed beside its report, on any machine. ``reuse`` takes parts from an earlier
-results.json (the cpu study's 1x runs) for runs of exactly its config.
+results.json (the cpu study's 1x runs) for runs of exactly its config. ``--suite`` chooses
+which runs a sitting trains, not what it reports: results.json keeps every suite whose runs
+are recorded under OUT.
 
 Each slice (a recipe at a multiple) is judged like a study of its own, its runs standing in
 for the base runs: the verdicts of ``claims.py`` with the bootstrap of each pair and the seed
@@ -78,8 +80,8 @@ def compare_sweep(study: Study, suites: list[str], out: Path, *, command: str = 
     if not is_main_process():
         say, progress = (lambda _: None), False
     out = Path(out)
-    names = study.runs_for(suites)
-    parts = recorded_parts(study, names, out)
+    names = study.runs_for(suites)  # this sitting trains these; results.json keeps every recorded suite
+    parts = recorded_parts(study, study.runs_for(_swept_suites(study)), out)
     for name, (theirs, _) in core.recorded_runs(study, suites, reuse).items():
         if name not in parts:
             parts[name] = theirs
@@ -106,15 +108,35 @@ def compare_sweep(study: Study, suites: list[str], out: Path, *, command: str = 
             parts[name] = part
             _write_part(out, name, part)
             del trained
-            core.write(_results(study, suites, parts, command, started, time.monotonic() - clock), out)
+            core.write(_reported(study, suites, parts, command, started, time.monotonic() - clock), out)
     finally:
         if world is not None:
             shutdown(world)
     if not is_main_process():
         return {}
-    results = _results(study, suites, parts, command, started, time.monotonic() - clock)
+    results = _reported(study, suites, parts, command, started, time.monotonic() - clock)
     core.write(results, out)
     return results
+
+
+def _swept_suites(study: Study) -> list[str]:
+    return [suite for suite in study.chosen(["all"]) if suite != "nms"]
+
+
+def reported_suites(study: Study, asked: list[str], parts: Mapping[str, dict]) -> list[str]:
+    """The suites a sitting's results.json reports, in study order: those asked for, and every
+    other swept suite whose runs (the base recipe at the first multiple) are all recorded, so a
+    ``--suite`` sitting into a study's folder adds to its report and drops nothing from it."""
+    return [suite for suite in _swept_suites(study)
+            if suite in asked or all(run in parts for run in suite_runs(suite, study.suites[suite]))]
+
+
+def _reported(study: Study, asked: list[str], parts: Mapping[str, dict], command: str,
+              started: datetime.datetime, seconds: float) -> dict:
+    suites = reported_suites(study, asked, parts)
+    wanted = set(study.runs_for(suites))
+    return _results(study, suites, {name: part for name, part in parts.items() if name in wanted}, command,
+                    started, seconds)
 
 
 def _write_part(out: Path, name: str, part: Mapping) -> None:

@@ -192,3 +192,32 @@ def test_a_claim_is_judged_where_its_own_runs_are_recorded(swept):
     judged = judge_sweep(results)
     assert judged["slices"]["gn@2x"]["claims"] == [] and judged["slices"]["gn@2x"]["steps"] == 4
     assert "gn@2x" not in {p["slice"] for p in judged["trends"]["focal_beats_cross_entropy"]}
+
+
+def test_a_suite_sitting_trains_that_suite_and_keeps_the_others_recorded(tmp_path, monkeypatch):
+    """``--suite`` chooses what a sitting trains, not what results.json reports: a second pair
+    trained into the same folder joins the first, and a sitting of the first alone drops nothing."""
+    import detkit.compare.sweep as sweep
+
+    study = write_study(tmp_path, {"multiples": [1]}, measure={"seed_probe": None},
+                        suites={"focal": {"focal": "retinanet", "cross_entropy": "retinanet_ce"},
+                                "backbones": {"resnet": "retinanet", "efficientnet": "retinanet_b3"}})
+    trained = []
+    real = sweep.train_or_load
+    monkeypatch.setattr(sweep, "train_or_load", lambda run, **kw: trained.append(run.name) or real(run, **kw))
+    out = tmp_path / "out"
+    claims = {"focal": {"focal_beats_cross_entropy"}, "backbones": {"efficientnet_beats_resnet"}}
+    for suite, trains, reported in [("focal", ["retinanet", "retinanet_ce"], ["focal"]),
+                                    ("backbones", ["retinanet_b3"], ["focal", "backbones"]),
+                                    ("focal", [], ["focal", "backbones"])]:
+        trained.clear()
+        result = sweep_compare(tmp_path, study, out, "--suite", suite)
+        assert result.exit_code == 0, result.output
+        assert trained == trains
+        results = json.loads((out / "results.json").read_text())
+        assert results["suites_run"] == reported and list(results["suites"]) == reported
+        runs = {"retinanet", "retinanet_ce"} | ({"retinanet_b3"} if "backbones" in reported else set())
+        assert set(results["runs"]) == runs
+        assert {c["id"] for c in results["claims"]} == set().union(*(claims[s] for s in reported))
+        report = (out / "report.md").read_text()
+        assert ("EfficientNet backbones make better detectors" in report) == ("backbones" in reported)
