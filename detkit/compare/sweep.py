@@ -127,8 +127,12 @@ def reported_suites(study: Study, asked: list[str], parts: Mapping[str, dict]) -
     """The suites a sitting's results.json reports, in study order: those asked for, and every
     other swept suite whose runs (the base recipe at the first multiple) are all recorded, so a
     ``--suite`` sitting into a study's folder adds to its report and drops nothing from it."""
-    return [suite for suite in _swept_suites(study)
-            if suite in asked or all(run in parts for run in suite_runs(suite, study.suites[suite]))]
+    return [suite for suite in _swept_suites(study) if suite in asked or _recorded(study, suite, parts)]
+
+
+def _recorded(study: Study, suite: str, parts: Mapping[str, dict]) -> bool:
+    """Whether ``suite``'s runs (the base recipe at the first multiple) are all in ``parts``."""
+    return all(run in parts for run in suite_runs(suite, study.suites[suite]))
 
 
 def _reported(study: Study, asked: list[str], parts: Mapping[str, dict], command: str,
@@ -155,8 +159,7 @@ def _results(study: Study, suites: list[str], parts: Mapping[str, dict], command
     specs = suite_specs(study, suites)
     # the suites whose runs (the base recipe at the first multiple) are recorded: a partial sweep's
     # results.json names no run it does not hold
-    results["suites"] = {suite: spec for suite, spec in specs.items()
-                         if all(run in parts for run in suite_runs(suite, study.suites[suite]))}
+    results["suites"] = {suite: spec for suite, spec in specs.items() if _recorded(study, suite, parts)}
     results["sweep"] = sweep_summary(study, specs, results)
     results["claims"] = next(iter(results["sweep"]["slices"].values()))["claims"]  # the base recipe, first multiple
     results["provenance"] = core.provenance(started, seconds)
